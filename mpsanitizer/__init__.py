@@ -1,0 +1,76 @@
+"""mpsanitizer: a runtime sanitizer for multiprocessing start methods.
+
+It records where each Lock, Queue, Event, Condition, Barrier, Semaphore and
+synchronized Value/Array was born (start method, pid, creation stack) and
+checks what every starting child process receives against that child's start
+method, raising :class:`ContextMismatchError` in the parent before a child
+that could not survive the hand-off exists.
+
+PYTEST_DONT_REWRITE
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .config import DEFAULT_STACK_DEPTH, Settings
+
+__version__ = "0.1.0"
+__all__ = [
+    "ContextMismatchError",
+    "ContextMixingWarning",
+    "Finding",
+    "Settings",
+    "disable",
+    "enable",
+    "is_enabled",
+    "settings",
+]
+
+
+def enable(
+    mode: str = "error", strict: bool = False, stack_depth: int = DEFAULT_STACK_DEPTH
+) -> None:
+    """Turn the sanitizer on in this process (idempotent, thread-safe).
+
+    ``mode="error"`` raises :class:`ContextMismatchError` for hand-offs CPython
+    cannot survive; ``mode="warn"`` reports them as :class:`ContextMixingWarning`
+    and lets CPython behave natively. ``strict=True`` makes every mixing finding
+    as serious as a mismatch. ``stack_depth`` frames are kept per stack.
+    Calling it again replaces the settings. Bad values raise ``ValueError``.
+    """
+    from . import patches
+
+    patches.enable(Settings(mode=mode, strict=strict, stack_depth=stack_depth))
+
+
+def disable() -> None:
+    """Turn the sanitizer off: multiprocessing is restored exactly."""
+    from . import patches
+
+    patches.disable()
+
+
+def is_enabled() -> bool:
+    from . import patches
+
+    return patches.current_settings() is not None
+
+
+def settings() -> Optional[Settings]:
+    """The settings in force, or None when the sanitizer is off."""
+    from . import patches
+
+    return patches.current_settings()
+
+
+def __getattr__(name: str):
+    if name in ("ContextMismatchError", "ContextMixingWarning"):
+        from . import errors
+
+        return getattr(errors, name)
+    if name == "Finding":
+        from .findings import Finding
+
+        return Finding
+    raise AttributeError(f"module 'mpsanitizer' has no attribute {name!r}")

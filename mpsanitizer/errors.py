@@ -1,0 +1,36 @@
+"""The exception and the warning users catch and filter."""
+
+from __future__ import annotations
+
+from typing import List, Sequence
+
+from .findings import Finding
+from .report import format_report
+
+
+class ContextMismatchError(RuntimeError):
+    """An object from one multiprocessing context was handed to a process that
+    cannot use it. Raised in the parent, before the child exists.
+
+    ``findings`` holds every offender of that start, structured.
+    """
+
+    def __init__(self, findings: Sequence[Finding]) -> None:
+        self.findings: List[Finding] = list(findings)
+        super().__init__(format_report(self.findings))
+
+    def __reduce__(self):  # type: ignore[override]
+        return type(self), (self.findings,)
+
+
+class ContextMixingWarning(RuntimeWarning):
+    """An object crossed start methods in a way CPython accepts today but that
+    ties the program to both contexts. ``finding`` holds the details."""
+
+    def __init__(self, finding: Finding) -> None:
+        self.finding = finding
+        self.findings = [finding]
+        super().__init__(format_report(self.findings))
+
+    def __reduce__(self):  # type: ignore[override]
+        return type(self), (self.finding,)

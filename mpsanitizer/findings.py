@@ -1,0 +1,97 @@
+"""Structured findings and the verdict rules that produce them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import kinds, origins
+from .stacks import Frame
+
+MISMATCH = "context-mismatch"
+MIXING = "context-mixing"
+
+
+@dataclass
+class Finding:
+    """One object handed to a process it is not safe (or not meant) for."""
+
+    kind: str
+    severity: str
+    object_type: str
+    factory: str
+    path: str
+    origin: Optional[str]
+    target: str
+    created_at: List[Frame] = field(default_factory=list)
+    started_at: List[Frame] = field(default_factory=list)
+    creator_pid: Optional[int] = None
+    process_name: str = ""
+    process_class: str = ""
+    via: str = "Process"
+    pid: int = field(default_factory=os.getpid)
+    identity: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "object_type": self.object_type,
+            "path": self.path,
+            "origin_start_method": self.origin,
+            "target_start_method": self.target,
+            "created_at": [f.as_dict() for f in self.created_at],
+            "started_at": [f.as_dict() for f in self.started_at],
+            "creator_pid": self.creator_pid,
+            "process_name": self.process_name,
+            "process_class": self.process_class,
+            "via": self.via,
+            "pid": self.pid,
+        }
+
+
+@dataclass
+class Verdict:
+    """What one tracked object means for one target start method."""
+
+    kind: str
+    severity: str
+    origin: Optional[origins.Origin]
+    origin_method: Optional[str]
+
+
+def judge(obj: Any, target: str) -> Optional[Verdict]:
+    """Decide whether handing ``obj`` to a ``target`` child is an error, a warning or fine.
+
+    The error rule is CPython's own ground truth: a SemLock whose semaphore was
+    unlinked at creation (``name is None``, what the fork context does) cannot be
+    reopened by a child that is not forked. It holds for objects created before
+    the sanitizer was enabled too.
+    """
+    locks = kinds.semlocks_of(obj)
+    record = next((r for r in map(origins.origin_of, locks) if r is not None), None)
+    method = record.start_method if record is not None else None
+    unlinked = any(_is_unlinked(lock) for lock in locks)
+    if unlinked and target != "fork":
+        return Verdict(MISMATCH, "error", record, method or "fork")
+    if method is not None and method != target:
+        return Verdict(MIXING, "warning", record, method)
+    return None
+
+
+def _is_unlinked(lock: Any) -> bool:
+    semlock = getattr(lock, "_semlock", None)
+    return semlock is not None and getattr(semlock, "name", "") is None
+
+
+def summarize(findings: Sequence[Finding]) -> str:
+    """``2 context-mismatch, 1 context-mixing``."""
+    counts: Dict[str, int] = {}
+    for finding in findings:
+        counts[finding.kind] = counts.get(finding.kind, 0) + 1
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items())

@@ -1,0 +1,237 @@
+"""The check at hand-off: every tracked object a starting child receives,
+judged against the child's real start method.
+
+spawn and forkserver pickle the process object before the child exists: the
+check rides on that very pickling (``reduction.dump``), so nothing is pickled
+twice. fork pickles nothing: a bounded walk of the process object does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from multiprocessing import context, process, reduction
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import kinds, stacks, walk
+from .config import Settings
+from .errors import ContextMismatchError, ContextMixingWarning
+from .findings import Finding, Verdict, judge
+
+Hit = Tuple[Any, Verdict, Optional[str]]
+
+FORK_WALK_BUDGET = 256
+FORK_WALK_PER_CONTAINER = 32
+
+
+def report_fault(where: str, exc: BaseException) -> None:
+    """Our own bug: one line on stderr, and the user's program goes on."""
+    with contextlib.suppress(Exception):
+        sys.stderr.write(
+            f"mpsanitizer: internal error while {where} ({type(exc).__name__}: {exc}); "
+            "continuing without this check\n"
+        )
+
+
+class _ScanningPickler(reduction.ForkingPickler):
+    """The ForkingPickler the start would use, noting tracked objects on the way.
+
+    Output is byte-identical unless an error-class offender is elided so that
+    the scan can go on and report every offender of the start at once.
+    """
+
+    def __init__(self, file: Any, protocol: Optional[int], target: str, elide: bool) -> None:
+        super().__init__(file, protocol)
+        self.target = target
+        self.elide = elide
+        self.hits: List[Hit] = []
+        self.covered: Dict[int, Any] = {}
+        self.fault: Optional[BaseException] = None
+
+    def reducer_override(self, obj: Any) -> Any:
+        try:
+            if not kinds.is_tracked(obj) or id(obj) in self.covered:
+                return NotImplemented
+            for inner in kinds.iter_tracked_inner(obj):
+                self.covered[id(inner)] = inner
+            verdict = judge(obj, self.target)
+            if verdict is None:
+                return NotImplemented
+            self.hits.append((obj, verdict, None))
+            if self.elide and verdict.severity == "error":
+                return int, ()
+        except Exception as exc:
+            self.fault = exc
+        return NotImplemented
+
+
+class Checker:
+    """Holds the settings and turns hits into findings, warnings and errors."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._warned: Dict[Tuple[Any, ...], None] = {}
+
+    def reset_after_fork(self) -> None:
+        self._warned = {}
+
+    # -- wrapt wrappers ---------------------------------------------------
+
+    def fork_launch(self, wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
+        """``popen_fork.Popen._launch``: runs before ``os.fork()``."""
+        proc = args[0] if args else kwargs.get("process_obj")
+        if getattr(instance, "method", "fork") == "fork" and isinstance(proc, process.BaseProcess):
+            findings: List[Finding] = []
+            try:
+                findings = self._findings(proc, "fork", self._walk_fork(proc))
+            except Exception as exc:
+                report_fault("checking a fork start", exc)
+            error = self._deliver(findings)
+            if error is not None:
+                raise error
+        return wrapped(*args, **kwargs)
+
+    def dump(self, wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
+        """``reduction.dump``: the pickling a spawn or forkserver start performs."""
+        obj = args[0] if args else kwargs.get("obj")
+        popen = context.get_spawning_popen()
+        if popen is None or not isinstance(obj, process.BaseProcess):
+            return wrapped(*args, **kwargs)
+        error = self._checked_dump(wrapped, obj, popen, *args[1:], **kwargs)
+        if error is not None:
+            raise error
+
+    # -- checks -------------------------------------------------------------
+
+    def _checked_dump(
+        self,
+        wrapped: Callable,
+        proc: Any,
+        popen: Any,
+        file: Any = None,
+        protocol: Optional[int] = None,
+        **kwargs: Any,
+    ) -> Optional[BaseException]:
+        file = kwargs.pop("file", file)
+        protocol = kwargs.pop("protocol", protocol)
+        target = getattr(popen, "method", None) or "spawn"
+        try:
+            pickler = _ScanningPickler(file, protocol, target, self.settings.mode == "error")
+        except Exception as exc:
+            report_fault("preparing the start check", exc)
+            wrapped(proc, file, protocol)
+            return None
+        try:
+            pickler.dump(proc)
+        except BaseException as native:
+            # The start fails natively (an unpicklable argument, CPython's own
+            # check in warn mode): report what was seen, then let it through.
+            findings = self._safe_findings(proc, target, pickler.hits)
+            error = self._deliver(findings, cause=native)
+            if error is None:
+                raise
+            return error
+        if pickler.fault is not None:
+            report_fault("scanning a process's arguments", pickler.fault)
+        return self._deliver(self._safe_findings(proc, target, pickler.hits))
+
+    def _walk_fork(self, proc: Any) -> List[Hit]:
+        hits: List[Hit] = []
+
+        def visit(path: str, obj: Any) -> bool:
+            if not kinds.is_tracked(obj):
+                return True
+            verdict = judge(obj, "fork")
+            if verdict is not None:
+                hits.append((obj, verdict, path))
+            return False
+
+        walk.walk(walk.process_roots(proc), visit, FORK_WALK_BUDGET, FORK_WALK_PER_CONTAINER)
+        return hits
+
+    def _safe_findings(self, proc: Any, target: str, hits: List[Hit]) -> List[Finding]:
+        try:
+            return self._findings(proc, target, hits)
+        except Exception as exc:
+            report_fault("building a report", exc)
+            return []
+
+    def _findings(self, proc: Any, target: str, hits: List[Hit]) -> List[Finding]:
+        if not hits:
+            return []
+        missing = {id(obj): obj for obj, _, path in hits if path is None}
+        paths = walk.locate(proc, missing) if missing else {}
+        via, _ = walk.process_kind(proc)
+        started = stacks.resolve(stacks.capture(self.settings.stack_depth))
+        findings = []
+        for obj, verdict, path in hits:
+            severity = verdict.severity
+            if self.settings.strict:
+                severity = "error"
+            origin = verdict.origin
+            identity = (origin.pid, origin.serial) if origin else id(obj)
+            findings.append(
+                Finding(
+                    kind=verdict.kind,
+                    severity=severity,
+                    object_type=kinds.display_name(obj),
+                    factory=kinds.factory_name(obj),
+                    path=path or paths.get(id(obj), "(inside the pickled process object)"),
+                    origin=verdict.origin_method,
+                    target=target,
+                    created_at=stacks.resolve(origin.stack) if origin else [],
+                    started_at=started,
+                    creator_pid=origin.pid if origin else None,
+                    process_name=getattr(proc, "_name", "") or "",
+                    process_class=type(proc).__name__,
+                    via=via,
+                    identity=identity,
+                )
+            )
+        return findings
+
+    # -- delivery -------------------------------------------------------
+
+    def _deliver(
+        self, findings: List[Finding], cause: Optional[BaseException] = None
+    ) -> Optional[ContextMismatchError]:
+        """Emit the warnings; return the error to raise, if any."""
+        if not findings:
+            return None
+        raising = self.settings.mode == "error"
+        errors = [f for f in findings if f.is_error] if raising else []
+        for finding in findings:
+            if not any(finding is e for e in errors):
+                self._warn(finding)
+        if not errors:
+            return None
+        error = ContextMismatchError(errors)
+        error.__cause__ = cause
+        error.__suppress_context__ = True
+        return error
+
+    def _warn(self, finding: Finding) -> None:
+        site = finding.started_at[-1] if finding.started_at else None
+        key = (finding.identity, finding.kind, finding.path, finding.target, site)
+        if key in self._warned:
+            return
+        if len(self._warned) < 10_000:
+            self._warned[key] = None
+        warnings.warn_explicit(
+            ContextMixingWarning(finding),
+            ContextMixingWarning,
+            site.filename if site else "<unknown>",
+            site.lineno if site else 0,
+        )
+
+
+def scan_bytes_equal(obj: Any, protocol: Optional[int] = None) -> bool:
+    """Debug helper: True when the scanning pickler writes what ForkingPickler writes."""
+    import io
+
+    plain = io.BytesIO()
+    reduction.ForkingPickler(plain, protocol).dump(obj)
+    scanned = io.BytesIO()
+    _ScanningPickler(scanned, protocol, "spawn", elide=False).dump(obj)
+    return plain.getvalue() == scanned.getvalue()

@@ -1,0 +1,102 @@
+"""Which objects are context-bound, what users call them, and their inner SemLocks."""
+
+from __future__ import annotations
+
+from multiprocessing import queues, sharedctypes, synchronize
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+# (class, factory name users call, attributes holding SemLocks or composites)
+_TABLE: Tuple[Tuple[type, str, Tuple[str, ...]], ...] = (
+    (synchronize.Lock, "Lock", ()),
+    (synchronize.RLock, "RLock", ()),
+    (synchronize.BoundedSemaphore, "BoundedSemaphore", ()),
+    (synchronize.Semaphore, "Semaphore", ()),
+    (synchronize.SemLock, "SemLock", ()),
+    (
+        synchronize.Condition,
+        "Condition",
+        ("_lock", "_sleeping_count", "_woken_count", "_wait_semaphore"),
+    ),
+    (synchronize.Event, "Event", ("_cond", "_flag")),
+    (synchronize.Barrier, "Barrier", ("_cond",)),
+    (
+        queues.JoinableQueue,
+        "JoinableQueue",
+        ("_rlock", "_wlock", "_sem", "_unfinished_tasks", "_cond"),
+    ),
+    (queues.Queue, "Queue", ("_rlock", "_wlock", "_sem")),
+    (queues.SimpleQueue, "SimpleQueue", ("_rlock", "_wlock")),
+    (sharedctypes.SynchronizedArray, "Array", ("_lock",)),
+    (sharedctypes.SynchronizedString, "Array", ("_lock",)),
+    (sharedctypes.Synchronized, "Value", ("_lock",)),
+    (sharedctypes.SynchronizedBase, "Value", ("_lock",)),
+)
+
+TRACKED_TYPES: Tuple[type, ...] = tuple(cls for cls, _, _ in _TABLE)
+_Entry = Tuple[str, Tuple[str, ...]]
+_KNOWN = {cls: (name, attrs) for cls, name, attrs in _TABLE}
+_by_type: Dict[type, Optional[_Entry]] = dict(_KNOWN)
+
+
+def _entry(obj: Any) -> Optional[_Entry]:
+    cls = type(obj)
+    try:
+        return _by_type[cls]
+    except KeyError:
+        pass
+    entry = next((_KNOWN[base] for base in cls.__mro__ if base in _KNOWN), None)
+    if len(_by_type) < 10_000:
+        _by_type[cls] = entry
+    return entry
+
+
+def is_tracked(obj: Any) -> bool:
+    return _entry(obj) is not None
+
+
+def factory_name(obj: Any) -> str:
+    """The context method that makes this object: ``Lock``, ``Queue``, ``Value``..."""
+    entry = _entry(obj)
+    return entry[0] if entry else type(obj).__name__
+
+
+def display_name(obj: Any) -> str:
+    """The type as the user knows it: a subclass keeps its own name."""
+    cls = type(obj)
+    if cls.__module__.startswith("multiprocessing."):
+        return factory_name(obj)
+    return cls.__qualname__
+
+
+def semlocks_of(obj: Any) -> List[Any]:
+    """Every SemLock inside a tracked object, the object itself for a SemLock."""
+    found: List[Any] = []
+    seen = set()
+
+    def visit(item: Any) -> None:
+        if item is None or id(item) in seen:
+            return
+        seen.add(id(item))
+        if isinstance(item, synchronize.SemLock):
+            found.append(item)
+            return
+        entry = _entry(item)
+        if entry is None:
+            return
+        for attr in entry[1]:
+            visit(getattr(item, attr, None))
+
+    visit(obj)
+    return found
+
+
+def iter_tracked_inner(obj: Any) -> Iterator[Any]:
+    """The tracked objects nested inside ``obj``, to be covered by its finding."""
+    entry = _entry(obj)
+    if entry is None:
+        return
+    for attr in entry[1]:
+        inner = getattr(obj, attr, None)
+        if inner is not None and _entry(inner) is not None:
+            yield inner
+            yield from iter_tracked_inner(inner)

@@ -1,0 +1,99 @@
+"""Turning the sanitizer on and off: the wrapt patches and their exact undo.
+
+Patches sit on the classes and module functions every API ends in
+(``SemLock.__init__``, ``Queue.__init__``, ``sharedctypes.Value``...), so
+``multiprocessing.Lock()``, ``get_context(m).Lock()``, direct construction and
+the internals of Pool, ProcessPoolExecutor and Manager are all seen, and the
+bound methods ``multiprocessing/__init__.py`` copied at import need no rebinding.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, List, Optional, Tuple
+
+from .config import Settings
+
+_lock = threading.RLock()
+_applied: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, wrapper)
+_checker: Optional[Any] = None
+_fork_hook_installed = False
+
+
+def _patch_table(checker: Any) -> List[Tuple[Any, str, Callable]]:
+    from multiprocessing import popen_fork, queues, reduction, sharedctypes, synchronize
+
+    from .origins import track_composite, track_semlock
+
+    return [
+        (synchronize.SemLock, "__init__", track_semlock),
+        (synchronize.Condition, "__init__", track_composite),
+        (synchronize.Event, "__init__", track_composite),
+        (synchronize.Barrier, "__init__", track_composite),
+        (queues.Queue, "__init__", track_composite),
+        (queues.JoinableQueue, "__init__", track_composite),
+        (queues.SimpleQueue, "__init__", track_composite),
+        (sharedctypes, "Value", track_composite),
+        (sharedctypes, "Array", track_composite),
+        (reduction, "dump", checker.dump),
+        (popen_fork.Popen, "_launch", checker.fork_launch),
+    ]
+
+
+def _after_fork_in_child() -> None:
+    from .origins import tracker
+
+    tracker.reset_after_fork()
+    if _checker is not None:
+        _checker.reset_after_fork()
+
+
+def enable(settings: Settings) -> None:
+    """Apply the patches (or just take the new settings when already applied)."""
+    global _checker, _fork_hook_installed
+    with _lock:
+        from .handoff import Checker, report_fault
+        from .origins import tracker
+
+        tracker.depth = settings.stack_depth
+        tracker.on_fault = report_fault
+        if _checker is not None:
+            _checker.settings = settings
+            return
+        import wrapt
+
+        checker = Checker(settings)
+        try:
+            for owner, name, wrapper in _patch_table(checker):
+                original = vars(owner)[name]
+                wrapped = wrapt.FunctionWrapper(original, wrapper)
+                setattr(owner, name, wrapped)
+                _applied.append((owner, name, original, wrapped))
+        except BaseException:
+            _restore()
+            raise
+        _checker = checker
+        if not _fork_hook_installed:
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _fork_hook_installed = True
+
+
+def _restore() -> None:
+    while _applied:
+        owner, name, original, wrapped = _applied.pop()
+        if vars(owner).get(name) is wrapped:
+            setattr(owner, name, original)
+
+
+def disable() -> None:
+    """Remove every patch: multiprocessing is exactly as CPython made it."""
+    global _checker
+    with _lock:
+        _restore()
+        _checker = None
+
+
+def current_settings() -> Optional[Settings]:
+    checker = _checker
+    return checker.settings if checker is not None else None

@@ -1,0 +1,106 @@
+"""The human report, in the shape users know from tracemalloc and the sanitizers."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Sequence
+
+from .findings import Finding
+from .stacks import format_frames, short_location
+
+NATIVE_CHECK = (3, 11, 5)
+_NATIVE_MESSAGE = (
+    "RuntimeError: A SemLock created in a fork context is being shared with a process "
+    "in a spawn context"
+)
+
+
+def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.version_info[:3])) -> str:
+    """One sentence on what CPython does with this hand-off when unchecked."""
+    v = ".".join(map(str, version))
+    if not finding.is_error:
+        return (
+            f"CPython {v} accepts this hand-off, but the program now depends on two start "
+            "methods: if the object's context becomes 'fork' (the Linux default up to 3.13) while "
+            "the process needs a fresh interpreter ('forkserver' is the Linux default from 3.14), "
+            "it breaks."
+        )
+    if tuple(version) >= NATIVE_CHECK:
+        extra = (
+            f' (it says "spawn" for this {finding.target} process)'
+            if finding.target != "spawn"
+            else ""
+        )
+        return (
+            f'Without mpsanitizer, CPython {v} raises "{_NATIVE_MESSAGE}"{extra}, '
+            "naming no object, no creation site and only the first offender."
+        )
+    via = finding.via
+    if via == "Pool":
+        outcome = (
+            "every pool worker would die with SIGSEGV, the pool would respawn them forever "
+            "and tasks would never return"
+        )
+    elif via == "ProcessPoolExecutor":
+        outcome = "the worker would die with SIGSEGV and the executor would raise BrokenProcessPool"
+    else:
+        outcome = "the child would die with SIGSEGV (exit code -11)"
+    return f"Without mpsanitizer, on CPython {v} {outcome}; CPython checks nothing before 3.11.5."
+
+
+def fix(finding: Finding) -> List[str]:
+    """The exact code to copy."""
+    factory = finding.factory
+    via = finding.via
+    if via == "ProcessPoolExecutor":
+        start_from_origin = (
+            f"ProcessPoolExecutor(mp_context=multiprocessing.get_context({finding.origin!r}), ...)"
+        )
+    else:
+        start_from_origin = f"multiprocessing.get_context({finding.origin!r}).{via}(...)"
+    return [
+        f"create the {factory} from the process's context:",
+        f"    ctx = multiprocessing.get_context({finding.target!r}); ctx.{factory}(...)",
+        f"or start the {via} from the {factory}'s context:",
+        f"    {start_from_origin}",
+    ]
+
+
+def format_report(findings: Sequence[Finding]) -> str:
+    """The whole report for the findings of one process start."""
+    first = findings[0]
+    label = "ERROR" if first.is_error else "WARNING"
+    noun = "object" if len(findings) == 1 else "objects"
+    lines = [
+        f"mpsanitizer: {label}: {first.kind}: {len(findings)} {noun} handed to "
+        f"{first.process_class} {first.process_name!r} (start method {first.target!r}) "
+        + ("cannot reach it" if first.is_error else "come from another context"),
+    ]
+    for n, finding in enumerate(findings, 1):
+        origin = f"a {finding.origin!r} context" if finding.origin else "an unknown context"
+        pid = f", pid {finding.creator_pid}" if finding.creator_pid else ""
+        lines.append("")
+        lines.append(f"  #{n} {finding.object_type} at {finding.path}, created in {origin}{pid}")
+        if finding.created_at:
+            lines.append("    Object created at (most recent call last):")
+            lines.extend(format_frames(finding.created_at, "      "))
+        else:
+            lines.append("    Object created before mpsanitizer was enabled: no creation stack.")
+        lines.append("    fix: " + "\n         ".join(fix(finding)))
+    lines.append("")
+    lines.append(
+        f"  {first.process_class} {first.process_name!r} started at (most recent call last):"
+    )
+    lines.extend(format_frames(first.started_at, "    "))
+    lines.append("  " + native_behaviour(first))
+    lines.append(summary_line(findings))
+    return "\n".join(lines)
+
+
+def summary_line(findings: Sequence[Finding]) -> str:
+    first = findings[0]
+    more = f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
+    return (
+        f"SUMMARY: mpsanitizer: {first.kind} {short_location(first.created_at)} -> "
+        f"{short_location(first.started_at)}{more}"
+    )

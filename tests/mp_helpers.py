@@ -1,0 +1,134 @@
+"""Process targets and objects for the tests: importable by spawn and forkserver children.
+
+Kept free of pytest imports so that children start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import multiprocessing.context
+from dataclasses import dataclass
+from typing import Any, Callable, Dict
+
+METHODS = ("fork", "spawn", "forkserver")
+
+MAKERS: Dict[str, Callable[[Any], Any]] = {
+    "Lock": lambda ctx: ctx.Lock(),
+    "RLock": lambda ctx: ctx.RLock(),
+    "Semaphore": lambda ctx: ctx.Semaphore(2),
+    "BoundedSemaphore": lambda ctx: ctx.BoundedSemaphore(2),
+    "Condition": lambda ctx: ctx.Condition(),
+    "Event": lambda ctx: ctx.Event(),
+    "Barrier": lambda ctx: ctx.Barrier(1),
+    "Queue": lambda ctx: ctx.Queue(),
+    "JoinableQueue": lambda ctx: ctx.JoinableQueue(),
+    "SimpleQueue": lambda ctx: ctx.SimpleQueue(),
+    "Value": lambda ctx: ctx.Value("i", 0),
+    "Array": lambda ctx: ctx.Array("i", 3),
+}
+
+
+def touch(obj: Any) -> None:
+    """Use the object the way a child would: this is what crashes natively."""
+    if hasattr(obj, "acquire") and not hasattr(obj, "notify"):
+        obj.acquire()
+        obj.release()
+    elif hasattr(obj, "notify"):
+        with obj:
+            obj.notify_all()
+    elif hasattr(obj, "is_set"):
+        obj.set()
+    elif hasattr(obj, "n_waiting"):
+        obj.wait(timeout=5)
+    elif hasattr(obj, "task_done"):
+        obj.put(1)
+        obj.get(timeout=5)
+        obj.task_done()
+    elif hasattr(obj, "get_lock"):
+        with obj.get_lock():
+            pass
+    elif hasattr(obj, "put"):
+        obj.put(1)
+        obj.get(**({"timeout": 5} if hasattr(obj, "qsize") else {}))
+    else:
+        raise TypeError(f"do not know how to touch {obj!r}")
+
+
+def touch_kwargs(config: Dict[str, Any]) -> None:
+    touch(config["items"][0].obj)
+
+
+def call(func: Callable[[], None]) -> None:
+    func()
+
+
+@dataclass
+class Holder:
+    obj: Any
+
+
+@dataclass
+class Config:
+    lock: Any
+
+
+def touch_config(config: Config) -> None:
+    touch(config.lock)
+
+
+def touch_init(_unused: Any, obj: Any) -> None:
+    touch(obj)
+
+
+def ping() -> str:
+    return "pong"
+
+
+def _holder_class(base: type) -> type:
+    class HoldingProcess(base):  # type: ignore[misc, valid-type]
+        """A Process subclass carrying the object as an attribute."""
+
+        def __init__(self, obj: Any) -> None:
+            super().__init__()
+            self._record = obj
+
+        def run(self) -> None:
+            touch(self._record)
+
+    return HoldingProcess
+
+
+ForkHolder = _holder_class(multiprocessing.context.ForkProcess)
+ForkHolder.__qualname__ = ForkHolder.__name__ = "ForkHolder"
+SpawnHolder = _holder_class(multiprocessing.context.SpawnProcess)
+SpawnHolder.__qualname__ = SpawnHolder.__name__ = "SpawnHolder"
+ForkServerHolder = _holder_class(multiprocessing.context.ForkServerProcess)
+ForkServerHolder.__qualname__ = ForkServerHolder.__name__ = "ForkServerHolder"
+HOLDERS = {"fork": ForkHolder, "spawn": SpawnHolder, "forkserver": ForkServerHolder}
+
+# Each channel: how the object reaches the child, and the path a report names.
+CHANNEL_PATHS = {
+    "args": "args[0]",
+    "kwargs": "kwargs['config']['items'][0].obj",
+    "partial": "args[0].args[0]",
+    "dataclass": "args[0].lock",
+    "subclass": "self._record",
+    "pool": "initargs[1]",
+    "executor": "initargs[1]",
+}
+
+
+def start_process(channel: str, obj: Any, ctx: Any) -> multiprocessing.process.BaseProcess:
+    """Build the process of a channel (not started)."""
+    if channel == "args":
+        return ctx.Process(target=touch, args=(obj,))
+    if channel == "kwargs":
+        return ctx.Process(target=touch_kwargs, kwargs={"config": {"items": [Holder(obj)]}})
+    if channel == "partial":
+        return ctx.Process(target=call, args=(functools.partial(touch, obj),))
+    if channel == "dataclass":
+        return ctx.Process(target=touch_config, args=(Config(obj),))
+    if channel == "subclass":
+        return HOLDERS[ctx.get_start_method()](obj)
+    raise ValueError(channel)
