@@ -15,6 +15,8 @@ class ContextMismatchError(RuntimeError):
     ``findings`` holds every offender of that start, structured.
     """
 
+    __module__ = "mpsanitizer"
+
     def __init__(self, findings: Sequence[Finding]) -> None:
         self.findings: List[Finding] = list(findings)
         super().__init__(format_report(self.findings))
@@ -26,6 +28,8 @@ class ContextMismatchError(RuntimeError):
 class ContextMixingWarning(RuntimeWarning):
     """An object crossed start methods in a way CPython accepts today but that
     ties the program to both contexts. ``finding`` holds the details."""
+
+    __module__ = "mpsanitizer"
 
     def __init__(self, finding: Finding) -> None:
         self.finding = finding

@@ -71,10 +71,13 @@ def format_report(findings: Sequence[Finding]) -> str:
     first = findings[0]
     label = "ERROR" if first.is_error else "WARNING"
     noun = "object" if len(findings) == 1 else "objects"
+    if first.is_error:
+        verb = "cannot reach it"
+    else:
+        verb = "belongs to another context" if len(findings) == 1 else "belong to another context"
     lines = [
         f"mpsanitizer: {label}: {first.kind}: {len(findings)} {noun} handed to "
-        f"{first.process_class} {first.process_name!r} (start method {first.target!r}) "
-        + ("cannot reach it" if first.is_error else "come from another context"),
+        f"{first.process_class} {first.process_name!r} (start method {first.target!r}) " + verb
     ]
     for n, finding in enumerate(findings, 1):
         origin = f"a {finding.origin!r} context" if finding.origin else "an unknown context"

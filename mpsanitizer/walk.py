@@ -155,7 +155,10 @@ def walk(
             return False
         if not visit(path, obj):
             continue
-        parts = [(path + suffix, child) for suffix, child in children(obj, per_container)]
+        try:
+            parts = [(path + suffix, child) for suffix, child in children(obj, per_container)]
+        except Exception:  # an object whose inspection raises: pickling would decide
+            continue
         parts.reverse()
         stack.extend(parts)
     return True
@@ -205,4 +208,7 @@ def _locate_by_reduce(
         if id(obj) in wanted and id(obj) not in found:
             found[id(obj)] = path
             continue
-        stack.extend((path + suffix, child) for suffix, child in reduced(obj))
+        try:
+            stack.extend([(path + suffix, child) for suffix, child in reduced(obj)])
+        except Exception:
+            continue

@@ -132,3 +132,46 @@ def start_process(channel: str, obj: Any, ctx: Any) -> multiprocessing.process.B
     if channel == "subclass":
         return HOLDERS[ctx.get_start_method()](obj)
     raise ValueError(channel)
+
+
+def noop(*args: Any, **kwargs: Any) -> None:
+    """A target that receives objects and leaves them alone."""
+
+
+def use_pipe(conn: Any) -> None:
+    conn.send("hello")
+
+
+def use_manager_objects(lock: Any, shared: Any) -> None:
+    with lock:
+        shared["child"] = True
+
+
+def use_raw(value: Any, array: Any) -> None:
+    value.value = 7
+    array[0] = 7
+
+
+def use_shared_memory(name: str, shm: Any) -> None:
+    shm.buf[0] = 7
+
+
+def reshare(lock: Any) -> None:
+    """In a child: enable the sanitizer and hand the received lock to grandchildren."""
+    import sys
+    import warnings
+
+    import mpsanitizer
+
+    mpsanitizer.enable()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for method in METHODS:
+            grandchild = multiprocessing.get_context(method).Process(target=touch, args=(lock,))
+            grandchild.start()
+            grandchild.join(60)
+            if grandchild.exitcode != 0:
+                sys.exit(2)
+    if caught:
+        print("\n".join(str(w.message) for w in caught), file=sys.stderr)
+        sys.exit(3)

@@ -1,0 +1,279 @@
+"""enable()/disable()/is_enabled(), modes, strictness, report data, fail-open."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import pickle
+import sys
+import threading
+import warnings
+from multiprocessing import (
+    popen_fork,
+    popen_spawn_posix,
+    queues,
+    reduction,
+    sharedctypes,
+    synchronize,
+)
+
+import mp_helpers as h
+import pytest
+
+import mpsanitizer
+from mpsanitizer import ContextMismatchError, ContextMixingWarning, handoff
+
+FORK, SPAWN = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
+PATCHED = [
+    (synchronize.SemLock, "__init__"),
+    (synchronize.Condition, "__init__"),
+    (synchronize.Event, "__init__"),
+    (synchronize.Barrier, "__init__"),
+    (queues.Queue, "__init__"),
+    (queues.JoinableQueue, "__init__"),
+    (queues.SimpleQueue, "__init__"),
+    (sharedctypes, "Value"),
+    (sharedctypes, "Array"),
+    (reduction, "dump"),
+    (popen_fork.Popen, "_launch"),
+]
+
+
+@pytest.fixture(autouse=True)
+def always_off_after():
+    yield
+    mpsanitizer.disable()
+
+
+def originals():
+    return [vars(owner)[name] for owner, name in PATCHED]
+
+
+def start(proc):
+    proc.start()
+    proc.join(60)
+    return proc.exitcode
+
+
+def test_enable_disable_is_enabled_and_exact_restore() -> None:
+    before = originals()
+    assert not mpsanitizer.is_enabled()
+    mpsanitizer.enable()
+    mpsanitizer.enable()  # idempotent
+    assert mpsanitizer.is_enabled()
+    assert all(a is not b for a, b in zip(originals(), before))
+    mpsanitizer.disable()
+    mpsanitizer.disable()
+    assert not mpsanitizer.is_enabled()
+    assert all(a is b for a, b in zip(originals(), before))
+
+
+def test_enable_again_replaces_the_settings() -> None:
+    mpsanitizer.enable(mode="warn", stack_depth=3)
+    assert mpsanitizer.settings() == mpsanitizer.Settings(mode="warn", stack_depth=3)
+    mpsanitizer.enable(strict=True)
+    assert mpsanitizer.settings() == mpsanitizer.Settings(strict=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mode": "loud"},
+        {"strict": "yes"},
+        {"stack_depth": 0},
+        {"stack_depth": "8"},
+        {"stack_depth": True},
+        {"stack_depth": 10_000},
+    ],
+)
+def test_bad_arguments_raise_a_clear_value_error(kwargs) -> None:
+    with pytest.raises(ValueError, match=r"^mpsanitizer: \w+ must be"):
+        mpsanitizer.enable(**kwargs)
+    assert not mpsanitizer.is_enabled()
+
+
+def test_disable_brings_back_cpythons_own_behaviour() -> None:
+    mpsanitizer.enable()
+    lock = FORK.Lock()
+    mpsanitizer.disable()
+    proc = SPAWN.Process(target=h.touch, args=(lock,))
+    if sys.version_info >= (3, 11, 5):
+        with pytest.raises(RuntimeError, match="A SemLock created in a fork context") as info:
+            proc.start()
+        assert not isinstance(info.value, ContextMismatchError)
+    else:
+        assert start(proc) == -11
+
+
+def test_all_offenders_of_one_start_in_one_report(no_children) -> None:
+    mpsanitizer.enable()
+    lock, queue, event = FORK.Lock(), FORK.Queue(), FORK.Event()
+    proc = SPAWN.Process(target=h.noop, args=(lock, [queue, lock]), kwargs={"e": event})
+    with pytest.raises(ContextMismatchError) as info:
+        proc.start()
+    found = [(f.object_type, f.path) for f in info.value.findings]
+    assert found == [("Lock", "args[0]"), ("Queue", "args[1][0]"), ("Event", "kwargs['e']")]
+    report = str(info.value)
+    assert report.count("Object created at (most recent call last):") == 3
+    assert report.splitlines()[-1].endswith("(+2 more)")
+    # the process is left unstarted and inspectable
+    assert proc.pid is None and proc.exitcode is None and not proc.is_alive()
+
+
+def test_structured_finding_data() -> None:
+    mpsanitizer.enable(stack_depth=2)
+    queue = FORK.Queue()
+    with pytest.raises(ContextMismatchError) as info:
+        multiprocessing.get_context("forkserver").Process(target=h.touch, args=(queue,)).start()
+    finding = info.value.findings[0]
+    data = finding.as_dict()
+    assert data["object_type"] == "Queue" and data["path"] == "args[0]"
+    assert (data["origin_start_method"], data["target_start_method"]) == ("fork", "forkserver")
+    assert data["severity"] == "error" and data["kind"] == "context-mismatch"
+    assert len(data["created_at"]) == 2
+    assert data["created_at"][-1]["function"] == "test_structured_finding_data"
+    assert data["started_at"][-1]["function"] == "test_structured_finding_data"
+    assert data["creator_pid"] == data["pid"]
+    assert finding.process_class == "ForkServerProcess"
+    # the report names forkserver, unlike CPython's own message
+    assert "(start method 'forkserver')" in str(info.value)
+    assert pickle.loads(pickle.dumps(info.value)).findings == info.value.findings
+
+
+def test_objects_created_before_enable_are_still_caught() -> None:
+    lock = FORK.Lock()
+    mpsanitizer.enable()
+    with pytest.raises(ContextMismatchError) as info:
+        SPAWN.Process(target=h.touch, args=(lock,)).start()
+    assert info.value.findings[0].created_at == []
+    assert "created before mpsanitizer was enabled" in str(info.value)
+
+
+def test_warn_mode_reports_then_lets_cpython_behave(no_children) -> None:
+    mpsanitizer.enable(mode="warn")
+    lock = FORK.Lock()
+    proc = SPAWN.Process(target=h.touch, args=(lock,))
+    with pytest.warns(ContextMixingWarning) as caught:
+        if sys.version_info >= (3, 11, 5):
+            with pytest.raises(RuntimeError, match="A SemLock created in a fork context"):
+                proc.start()
+        else:
+            assert start(proc) == -11
+    assert caught[0].message.finding.severity == "error"
+
+
+def test_strict_mode_makes_mixing_an_error(no_children) -> None:
+    mpsanitizer.enable(strict=True)
+    lock = SPAWN.Lock()
+    with pytest.raises(ContextMismatchError) as info:
+        FORK.Process(target=h.touch, args=(lock,)).start()
+    assert info.value.findings[0].kind == "context-mixing"
+
+
+def test_mixing_warning_obeys_warning_filters() -> None:
+    mpsanitizer.enable()
+    lock = SPAWN.Lock()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ContextMixingWarning)
+        with pytest.raises(ContextMixingWarning):
+            FORK.Process(target=h.touch, args=(lock,)).start()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore", ContextMixingWarning)
+        assert start(FORK.Process(target=h.touch, args=(lock,))) == 0
+    assert caught == []
+
+
+class SpawningPopen:
+    """Enough of a spawn Popen for ForkingPickler to run outside a real start."""
+
+    method = "spawn"
+    DupFd = popen_spawn_posix._DupFd
+
+    def duplicate_for_child(self, fd):
+        return fd
+
+
+def test_pickled_bytes_are_unchanged_by_the_scan() -> None:
+    mpsanitizer.enable()
+    lock, event, value = SPAWN.Lock(), SPAWN.Event(), SPAWN.Value("i", 1)
+    proc = SPAWN.Process(target=h.noop, args=(lock, event, value, list(range(100))))
+    multiprocessing.context.set_spawning_popen(SpawningPopen())
+    try:
+        assert handoff.scan_bytes_equal(proc)
+        data = io.BytesIO()
+        reduction.dump(proc, data)
+        assert b"mpsanitizer" not in data.getvalue()
+    finally:
+        multiprocessing.context.set_spawning_popen(None)
+
+
+def test_internal_fault_fails_open(monkeypatch, capfd) -> None:
+    mpsanitizer.enable()
+
+    def broken(*args):
+        raise LookupError("boom")
+
+    monkeypatch.setattr(handoff, "judge", broken)
+    lock = SPAWN.Lock()
+    assert start(SPAWN.Process(target=h.touch, args=(lock,))) == 0
+    assert start(FORK.Process(target=h.touch, args=(lock,))) == 0
+    err = capfd.readouterr().err.splitlines()
+    faults = [line for line in err if line.startswith("mpsanitizer: internal error")]
+    assert len(faults) == 2 and "LookupError: boom" in faults[0]
+
+
+class Awkward:
+    """An object whose inspection raises."""
+
+    def __getattr__(self, name):
+        raise RuntimeError("do not look at me")
+
+    @property
+    def __dict__(self):
+        raise RuntimeError("no dict either")
+
+
+def test_awkward_and_deep_arguments_do_not_break_a_fork_start(capfd) -> None:
+    mpsanitizer.enable()
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert start(FORK.Process(target=h.noop, args=(Awkward(), deep))) == 0
+    assert capfd.readouterr().err == ""
+
+
+def test_enable_disable_from_many_threads_while_others_create_primitives() -> None:
+    before = originals()
+    stop = threading.Event()
+    errors = []
+
+    def create():
+        try:
+            while not stop.is_set():
+                FORK.Lock(), FORK.Queue(), SPAWN.Event()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def toggle():
+        try:
+            for _ in range(50):
+                mpsanitizer.enable()
+                mpsanitizer.disable()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    creators = [threading.Thread(target=create) for _ in range(3)]
+    togglers = [threading.Thread(target=toggle) for _ in range(3)]
+    for t in creators + togglers:
+        t.start()
+    for t in togglers:
+        t.join()
+    stop.set()
+    for t in creators:
+        t.join()
+    assert errors == []
+    assert not mpsanitizer.is_enabled()
+    assert all(a is b for a, b in zip(originals(), before))
+    mpsanitizer.enable()
+    with pytest.raises(ContextMismatchError):
+        SPAWN.Process(target=h.touch, args=(FORK.Lock(),)).start()
