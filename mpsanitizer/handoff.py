@@ -21,6 +21,14 @@ from .findings import Finding, Verdict, judge
 
 Hit = Tuple[Any, Verdict, Optional[str]]
 
+_seen: List[Finding] = []
+
+
+def seen_findings() -> List[Finding]:
+    """Findings reported in this process so far (kept for the exit summary)."""
+    return list(_seen)
+
+
 FORK_WALK_BUDGET = 256
 FORK_WALK_PER_CONTAINER = 32
 
@@ -75,6 +83,7 @@ class Checker:
 
     def reset_after_fork(self) -> None:
         self._warned = {}
+        del _seen[:]
 
     # -- wrapt wrappers ---------------------------------------------------
 
@@ -199,6 +208,8 @@ class Checker:
         """Emit the warnings; return the error to raise, if any."""
         if not findings:
             return None
+        if len(_seen) < 10_000:
+            _seen.extend(findings)
         raising = self.settings.mode == "error"
         errors = [f for f in findings if f.is_error] if raising else []
         for finding in findings:

@@ -47,6 +47,7 @@ def _internal_dirs() -> Tuple[str, ...]:
 
 
 _INTERNAL_DIRS: Tuple[str, ...] = ()
+STOP_CODES: set = set()  # frames below the user's program (the runner's exec)
 _internal_cache: Dict[CodeType, bool] = {}
 
 
@@ -76,7 +77,7 @@ def capture(depth: int, skip: int = 1) -> RawStack:
     while frame is not None and is_internal(frame.f_code):
         frame = frame.f_back
     out: List[Tuple[CodeType, int]] = []
-    while frame is not None and len(out) < depth:
+    while frame is not None and len(out) < depth and frame.f_code not in STOP_CODES:
         out.append((frame.f_code, frame.f_lineno))
         frame = frame.f_back
     return tuple(out)

@@ -2,10 +2,6 @@
 
 import multiprocessing
 
-import mpsanitizer
-
-mpsanitizer.enable()
-
 
 def work(name):
     print("child:", name)

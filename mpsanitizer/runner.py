@@ -1,0 +1,178 @@
+"""``python -m mpsanitizer [options] (script.py | -m module | -c code) [args...]``.
+
+The program sees what ``python script.py`` gives it (``__name__``, ``__file__``,
+``__spec__``, ``__loader__``, ``__package__``, builtins, ``sys.argv``,
+``sys.path``), and spawn/forkserver children re-import the script, not us, as
+``__mp_main__``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.machinery
+import importlib.util
+import io
+import os
+import signal
+import sys
+import types
+from typing import Dict, List, Optional, Tuple
+
+from . import options, stacks
+
+USAGE = (
+    "usage: python -m mpsanitizer [--mode error|warn] [--strict] [--stack-depth N]\n"
+    "                             [--fail-on-warning] (script.py | -m module | -c code) [args...]"
+)
+EXIT_USAGE = 2
+EXIT_WARNINGS = 3
+
+
+class UsageError(Exception):
+    """Bad command line: one line and exit status 2."""
+
+
+def parse(argv: List[str]) -> Tuple[Dict[str, object], bool, str, str, List[str]]:
+    """Options end at the script name (or ``-m module``, ``-c code``)."""
+    values: Dict[str, object] = {}
+    fail_on_warning = False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            print(USAGE)
+            raise SystemExit(0)
+        if arg in ("-m", "-c"):
+            if i + 1 >= len(argv):
+                raise UsageError(f"argument {arg} needs a value")
+            return values, fail_on_warning, arg, argv[i + 1], argv[i + 2 :]
+        if arg == "--strict":
+            values["strict"] = True
+        elif arg == "--fail-on-warning":
+            fail_on_warning = True
+        elif arg.startswith("--"):
+            key, sep, value = arg[2:].partition("=")
+            key = key.replace("-", "_")
+            if key not in ("mode", "stack_depth"):
+                raise UsageError(f"unknown option {arg.split('=')[0]}")
+            if not sep:
+                if i + 1 >= len(argv):
+                    raise UsageError(f"option --{key.replace('_', '-')} needs a value")
+                i += 1
+                value = argv[i]
+            values[key] = options.convert(key, value, f"--{key.replace('_', '-')}")
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg}")
+        else:
+            return values, fail_on_warning, "script", arg, argv[i + 1 :]
+        i += 1
+    raise UsageError("no script, -m module or -c code to run")
+
+
+def _fresh_main(**attrs: object) -> types.ModuleType:
+    module = types.ModuleType("__main__")
+    module.__dict__.update(attrs, __builtins__=builtins)
+    sys.modules["__main__"] = module
+    sys.modules["__mp_main__"] = module
+    return module
+
+
+def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, types.ModuleType]:
+    """Build ``__main__`` and its code the way the interpreter would."""
+    if kind == "-c":
+        sys.argv = ["-c", *args]
+        sys.path[0] = ""
+        code = compile(target, "<string>", "exec", dont_inherit=True)
+        return code, _fresh_main(
+            __spec__=None, __loader__=importlib.machinery.BuiltinImporter, __package__=None
+        )
+    if kind == "-m":
+        spec = importlib.util.find_spec(target)
+        if spec is None:
+            raise UsageError(f"no module named {target}")
+        if spec.submodule_search_locations is not None:
+            spec = importlib.util.find_spec(target + ".__main__")
+            if spec is None:
+                raise UsageError(f"no module named {target}.__main__; {target} is a package")
+        if spec.loader is None or not hasattr(spec.loader, "get_code"):
+            raise UsageError(f"cannot run module {target}")
+        code = spec.loader.get_code(spec.name)
+        sys.argv = [spec.origin or target, *args]
+        return code, _fresh_main(
+            __file__=spec.origin, __spec__=spec, __loader__=spec.loader,
+            __package__=spec.parent, __cached__=spec.cached,
+        )  # fmt: skip
+    path = os.path.abspath(target)
+    if not os.path.isfile(path):
+        raise UsageError(f"can't open file {target!r}: no such file")
+    with io.open_code(path) as handle:
+        source = handle.read()
+    sys.argv = [target, *args]
+    if not (sys.flags.isolated or getattr(sys.flags, "safe_path", False)):
+        sys.path[0] = os.path.dirname(path)
+    code = compile(source, path, "exec", dont_inherit=True)
+    loader = importlib.machinery.SourceFileLoader("__main__", path)
+    return code, _fresh_main(
+        __file__=path, __spec__=None, __loader__=loader, __package__=None, __cached__=None
+    )
+
+
+def _user_traceback(tb: Optional[types.TracebackType]) -> Optional[types.TracebackType]:
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return tb
+
+
+def run(code: types.CodeType, module: types.ModuleType) -> int:
+    """Execute like the interpreter: exit status, excepthook, SIGINT semantics."""
+    try:
+        exec(code, module.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        exc.__traceback__ = _user_traceback(exc.__traceback__)
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        if isinstance(exc, KeyboardInterrupt):
+            sys.stdout.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        return 1
+    return 0
+
+
+stacks.STOP_CODES.add(run.__code__)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        cli, fail_on_warning, kind, target, args = parse(
+            list(sys.argv[1:] if argv is None else argv)
+        )
+        settings = options.settings_from(
+            options.parse_pairs(os.environ.get(options.OPTIONS, "")), cli
+        )
+        code, module = prepare(kind, target, args)
+    except (UsageError, ValueError) as exc:
+        message = str(exc)
+        if not message.startswith("mpsanitizer:"):
+            message = f"mpsanitizer: error: {message}"
+        sys.stderr.write(message + "\n")
+        return EXIT_USAGE
+    except SyntaxError:
+        raise
+    from . import handoff, patches
+
+    os.environ.update(options.to_environment(settings))
+    patches.enable(settings)
+    try:
+        status = run(code, module)
+    except SystemExit as exc:
+        status = exc.code  # type: ignore[assignment]
+    findings = handoff.seen_findings()
+    if findings:
+        from .findings import summarize
+
+        sys.stderr.write(f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}\n")
+        if fail_on_warning and status in (0, None):
+            status = EXIT_WARNINGS
+    return status  # type: ignore[return-value]

@@ -1,0 +1,241 @@
+"""``python -m mpsanitizer`` runs programs exactly like ``python`` does, and the
+``MPSANITIZE`` toggle turns the sanitizer on in any interpreter, children included."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+INTROSPECT = """
+import builtins, json, multiprocessing, sys
+
+class Payload:
+    def __init__(self, value):
+        self.value = value
+
+def child(payload, queue):
+    queue.put((payload.value, __name__))
+
+def facts():
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    return {
+        "name": __name__,
+        "file": globals().get("__file__"),
+        "spec": getattr(spec, "name", None),
+        "loader": type(globals().get("__loader__")).__name__,
+        "package": globals().get("__package__"),
+        "argv": sys.argv,
+        "path0": sys.path[0],
+        "builtins": globals()["__builtins__"] in (builtins, vars(builtins)),
+        "main_is_mp_main": sys.modules.get("__mp_main__") is main,
+    }
+
+if __name__ == "__main__":
+    result = facts()
+    method = sys.argv[1]
+    ctx = multiprocessing.get_context(method)
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(Payload(method), queue))
+    proc.start()
+    result["child"] = queue.get(timeout=20)
+    proc.join()
+    result["exitcode"] = proc.exitcode
+    print(json.dumps(result))
+"""
+
+
+def python(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout=120):
+    full_env = dict(os.environ)
+    full_env.pop("MPSANITIZE", None)
+    full_env.pop("MPSANITIZE_OPTIONS", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+# CPython never re-imports a package's __main__ or -c code in spawn children:
+# there the child's target comes from an importable module, as it must natively.
+FROM_HELPER = INTROSPECT.replace(
+    'if __name__ == "__main__":', "from helper import Payload, child\n\nif True:"
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "app.py").write_text(INTROSPECT)
+    (tmp_path / "helper.py").write_text(INTROSPECT)
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "mod.py").write_text(INTROSPECT)
+    (package / "__main__.py").write_text(FROM_HELPER)
+    return tmp_path
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+@pytest.mark.parametrize("how", ["script", "module", "package", "code"])
+def test_run_is_like_python(project: Path, how: str, method: str) -> None:
+    target = {
+        "script": ["app.py"],
+        "module": ["-m", "pkg.mod"],
+        "package": ["-m", "pkg"],
+        "code": ["-c", FROM_HELPER],
+    }[how]
+    native = python([*target, method, "--flag"], project)
+    sanitized = python(["-m", "mpsanitizer", *target, method, "--flag"], project)
+    assert native.returncode == 0, native.stderr
+    assert sanitized.returncode == 0, sanitized.stderr
+    assert json.loads(sanitized.stdout) == json.loads(native.stdout)
+    assert sanitized.stderr == native.stderr == ""
+
+
+def run_code(code: str, tmp_path: Path, *runner_args: str):
+    script = tmp_path / "prog.py"
+    script.write_text(textwrap.dedent(code))
+    return python(["-m", "mpsanitizer", *runner_args, str(script)], tmp_path)
+
+
+def test_exit_status_is_the_programs(tmp_path: Path) -> None:
+    assert run_code("import sys; sys.exit(7)", tmp_path).returncode == 7
+    result = run_code("import sys; sys.exit('bye')", tmp_path)
+    assert (result.returncode, result.stderr) == (1, "bye\n")
+
+
+def test_uncaught_exception_shows_user_frames_only(tmp_path: Path) -> None:
+    result = run_code("def f():\n    raise KeyError('x')\nf()\n", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == "Traceback (most recent call last):"
+    assert "mpsanitizer" not in result.stderr
+    assert result.stderr.rstrip().endswith("KeyError: 'x'")
+
+
+def test_keyboard_interrupt_exits_like_python(tmp_path: Path) -> None:
+    result = run_code("raise KeyboardInterrupt", tmp_path)
+    assert result.returncode == -signal.SIGINT
+    assert "KeyboardInterrupt" in result.stderr
+
+
+def test_uncaught_mismatch_prints_report_and_exits_1() -> None:
+    result = python(["-m", "mpsanitizer", "fork_lock_to_spawn.py"], EXAMPLES)
+    assert result.returncode == 1
+    assert "mpsanitizer.ContextMismatchError" in result.stderr
+    assert "runner.py" not in result.stderr
+    assert "child: got the lock" not in result.stdout
+    assert result.stderr.rstrip().splitlines()[-1] == (
+        "mpsanitizer: findings in process "
+        + result.stderr.rstrip().splitlines()[-1].split("process ")[1].split(":")[0]
+        + ": 1 context-mismatch"
+    )
+
+
+def test_fail_on_warning(tmp_path: Path) -> None:
+    plain = python(["-m", "mpsanitizer", "spawn_lock_to_fork.py"], EXAMPLES)
+    assert plain.returncode == 0
+    strict_ci = python(
+        ["-m", "mpsanitizer", "--fail-on-warning", "spawn_lock_to_fork.py"], EXAMPLES
+    )
+    assert strict_ci.returncode == 3
+    assert "1 context-mixing" in strict_ci.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.py"], "mpsanitizer: error: can't open file 'missing.py': no such file"),
+        (["--bogus", "x.py"], "mpsanitizer: error: unknown option --bogus"),
+        (["--mode", "loud", "x.py"], "mpsanitizer: error: --mode: mode must be error or warn"),
+        (["--stack-depth=zero", "x.py"], "mpsanitizer: error: --stack-depth: stack_depth must be"),
+        (["-m"], "mpsanitizer: error: argument -m needs a value"),
+        ([], "mpsanitizer: error: no script, -m module or -c code to run"),
+        (["-m", "no_such_module_xyz"], "mpsanitizer: error: no module named no_such_module_xyz"),
+    ],
+)
+def test_bad_command_lines_get_one_line_and_status_2(tmp_path: Path, args, message) -> None:
+    result = python(["-m", "mpsanitizer", *args], tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(message)
+
+
+@pytest.mark.parametrize("value", ["1", "error", "warn", "strict", "TRUE"])
+def test_toggle_turns_it_on(value: str) -> None:
+    result = python(["fork_lock_to_spawn.py"], EXAMPLES, {"MPSANITIZE": value})
+    if value == "warn":
+        assert "ContextMixingWarning: mpsanitizer: ERROR: context-mismatch" in result.stderr
+    else:
+        assert result.returncode == 1
+        assert "mpsanitizer.ContextMismatchError" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "no", "off", "OFF"])
+def test_toggle_leaves_it_off(value: str) -> None:
+    result = python(["spawn_lock_to_fork.py"], EXAMPLES, {"MPSANITIZE": value})
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"MPSANITIZE": "bogus"}, {"MPSANITIZE": "1", "MPSANITIZE_OPTIONS": "mode=loud"},
+     {"MPSANITIZE": "1", "MPSANITIZE_OPTIONS": "colour=blue"}],
+)  # fmt: skip
+def test_bad_environment_is_one_line_and_non_zero(env: Dict[str, str], tmp_path: Path) -> None:
+    result = python(["-c", "print('ran')"], tmp_path, env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("mpsanitizer: ")
+
+
+NESTED = """
+import multiprocessing, sys
+
+def grandchild(lock):
+    pass
+
+def child(method):
+    lock = multiprocessing.get_context("fork").Lock()
+    multiprocessing.get_context(method).Process(target=grandchild, args=(lock,)).start()
+
+if __name__ == "__main__":
+    proc = multiprocessing.get_context(sys.argv[1]).Process(target=child, args=(sys.argv[2],))
+    proc.start()
+    proc.join()
+    print("child exit", proc.exitcode)
+"""
+
+
+@pytest.mark.parametrize("grandchild", ["spawn", "forkserver"])
+@pytest.mark.parametrize("child", ["fork", "spawn", "forkserver"])
+def test_children_are_checked_like_the_top_process(tmp_path: Path, child, grandchild) -> None:
+    (tmp_path / "nested.py").write_text(NESTED)
+    result = python(["-m", "mpsanitizer", "nested.py", child, grandchild], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "child exit 1"
+    assert "mpsanitizer.ContextMismatchError" in result.stderr
+    assert f"(start method {grandchild!r}) cannot reach it" in result.stderr
+    assert 'nested.py", line 8, in child' in result.stderr
+
+
+def test_sitecustomize_example_chains_and_activates(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "sitecustomize.py").write_text("import sys; sys.stderr.write('chained\\n')\n")
+    example = Path(__file__).resolve().parent.parent / "sitecustomize_example"
+    code = "import mpsanitizer; print(mpsanitizer.is_enabled())"
+    env = {"PYTHONPATH": os.pathsep.join([str(example), str(other)]), "MPSANITIZE": "warn"}
+    result = python(["-c", code], tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("True\n", "chained\n")
