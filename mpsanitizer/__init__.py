@@ -11,9 +11,11 @@ PYTEST_DONT_REWRITE
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .config import DEFAULT_STACK_DEPTH, Settings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 __version__ = "0.1.0"
 __all__ = [
@@ -52,16 +54,14 @@ def disable() -> None:
 
 
 def is_enabled() -> bool:
-    from . import patches
-
-    return patches.current_settings() is not None
+    return settings() is not None
 
 
 def settings() -> Optional[Settings]:
     """The settings in force, or None when the sanitizer is off."""
-    from . import patches
+    from . import lazy, patches
 
-    return patches.current_settings()
+    return patches.current_settings() or lazy.armed_settings()
 
 
 def __getattr__(name: str):

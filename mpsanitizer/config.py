@@ -1,17 +1,18 @@
-"""The settings that govern checks, validated in one place."""
+"""The settings that govern checks, validated in one place.
+
+Imported at interpreter start in every activated process: stdlib-light on purpose
+(no dataclasses, no typing at run time).
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 MODES = ("error", "warn")
 DEFAULT_STACK_DEPTH = 8
 MAX_STACK_DEPTH = 256
 
 
-@dataclass(frozen=True)
 class Settings:
-    """How findings are reported.
+    """How findings are reported (immutable).
 
     ``mode``: ``"error"`` raises :class:`ContextMismatchError` for hand-offs that
     CPython cannot survive; ``"warn"`` reports them as warnings and lets CPython
@@ -19,18 +20,20 @@ class Settings:
     ``stack_depth``: frames kept per creation and start stack.
     """
 
-    mode: str = "error"
-    strict: bool = False
-    stack_depth: int = DEFAULT_STACK_DEPTH
+    __slots__ = ("mode", "stack_depth", "strict")
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(
-                f"mpsanitizer: mode must be one of {', '.join(MODES)}, not {self.mode!r}"
-            )
-        if not isinstance(self.strict, bool):
-            raise ValueError(f"mpsanitizer: strict must be True or False, not {self.strict!r}")
-        depth = self.stack_depth
+    mode: str
+    strict: bool
+    stack_depth: int
+
+    def __init__(
+        self, mode: str = "error", strict: bool = False, stack_depth: int = DEFAULT_STACK_DEPTH
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mpsanitizer: mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if not isinstance(strict, bool):
+            raise ValueError(f"mpsanitizer: strict must be True or False, not {strict!r}")
+        depth = stack_depth
         if (
             isinstance(depth, bool)
             or not isinstance(depth, int)
@@ -40,3 +43,24 @@ class Settings:
                 f"mpsanitizer: stack_depth must be an integer from 1 to {MAX_STACK_DEPTH}, "
                 f"not {depth!r}"
             )
+        object.__setattr__(self, "mode", mode)
+        object.__setattr__(self, "strict", strict)
+        object.__setattr__(self, "stack_depth", depth)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Settings are immutable")
+
+    def _key(self) -> tuple:
+        return (self.mode, self.strict, self.stack_depth)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(mode={self.mode!r}, strict={self.strict!r}, "
+            f"stack_depth={self.stack_depth!r})"
+        )

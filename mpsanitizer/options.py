@@ -7,10 +7,11 @@ leaves it off (``0``, ``false``, ``no``, ``off``, empty). ``MPSANITIZE_OPTIONS``
 
 from __future__ import annotations
 
-import re
-from typing import Dict, Mapping, Optional
-
 from .config import MAX_STACK_DEPTH, Settings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Mapping, Optional
 
 TOGGLE = "MPSANITIZE"
 OPTIONS = "MPSANITIZE_OPTIONS"
@@ -47,7 +48,7 @@ def toggle_value(environ: Mapping[str, str]) -> Optional[Dict[str, object]]:
 def parse_pairs(text: str, source: str = OPTIONS) -> Dict[str, object]:
     """``mode=warn:strict=1:stack_depth=12`` -> typed values."""
     values: Dict[str, object] = {}
-    for item in filter(None, (part.strip() for part in re.split(r"[:,]", text))):
+    for item in filter(None, (part.strip() for part in text.replace(",", ":").split(":"))):
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep:

@@ -52,6 +52,9 @@ def _after_fork_in_child() -> None:
 def enable(settings: Settings) -> None:
     """Apply the patches (or just take the new settings when already applied)."""
     global _checker, _fork_hook_installed
+    from . import lazy
+
+    lazy.disarm()  # outside our lock: lazy.fire() takes its lock, then ours
     with _lock:
         from .handoff import Checker, report_fault
         from .origins import tracker
@@ -89,6 +92,9 @@ def _restore() -> None:
 def disable() -> None:
     """Remove every patch: multiprocessing is exactly as CPython made it."""
     global _checker
+    from . import lazy
+
+    lazy.disarm()
     with _lock:
         _restore()
         _checker = None

@@ -33,13 +33,13 @@ def _package_dir(module_file: Optional[str]) -> Optional[str]:
 
 
 def _internal_dirs() -> Tuple[str, ...]:
-    import concurrent.futures
     import multiprocessing
 
     wrapt = sys.modules.get("wrapt")
+    stdlib = os.path.dirname(os.path.dirname(os.path.abspath(multiprocessing.__file__)))
     dirs = [
         _package_dir(multiprocessing.__file__),
-        _package_dir(concurrent.futures.__file__),
+        os.path.join(stdlib, "concurrent", "futures") + os.sep,
         _package_dir(getattr(wrapt, "__file__", None)),
         _package_dir(__file__),
     ]

@@ -29,9 +29,9 @@ def activate() -> None:
     if settings is None or _is_helper_process():
         return
     try:
-        from . import patches
+        from . import lazy
 
-        patches.enable(settings)
+        lazy.arm(settings)
     except Exception as exc:
         sys.stderr.write(
             f"mpsanitizer: could not activate ({type(exc).__name__}: {exc}); running without it\n"

@@ -6,6 +6,7 @@ hand-off is also run without the sanitizer, to prove that CPython really fails.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 import sys
@@ -102,6 +103,7 @@ def test_cell(kind: str, origin: str, target: str, channel: str, no_children: No
             finding = found[0].finding
     finally:
         mpsanitizer.disable()
+        gc.collect()  # finalize semaphores here, not inside the resource tracker's own calls
     assert finding.object_type == kind
     assert finding.path == h.CHANNEL_PATHS[channel]
     assert (finding.origin, finding.target) == (origin, target)

@@ -239,3 +239,51 @@ def test_sitecustomize_example_chains_and_activates(tmp_path: Path) -> None:
     result = python(["-c", code], tmp_path, env)
     assert result.returncode == 0, result.stderr
     assert (result.stdout, result.stderr) == ("True\n", "chained\n")
+
+
+LAZY_PROBE = """
+import sys
+import mpsanitizer
+print(mpsanitizer.is_enabled(), "multiprocessing" in sys.modules, "wrapt" in sys.modules)
+"""
+
+CHILD_PROBE = """
+import multiprocessing, sys
+
+def probe(queue):
+    queue.put("wrapt" in sys.modules)
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    queue = ctx.SimpleQueue()
+    proc = ctx.Process(target=probe, args=(queue,))
+    proc.start()
+    print("child imported wrapt:", queue.get())
+    proc.join()
+"""
+
+
+def test_activation_costs_nothing_until_multiprocessing_is_used(tmp_path: Path) -> None:
+    result = python(["-c", LAZY_PROBE], tmp_path, {"MPSANITIZE": "1"})
+    assert result.stdout.split() == ["True", "False", "False"], result.stderr
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_children_that_only_run_their_target_never_import_wrapt(tmp_path: Path, method) -> None:
+    (tmp_path / "probe.py").write_text(CHILD_PROBE)
+    result = python(["-m", "mpsanitizer", "probe.py", method], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "child imported wrapt: False"
+
+
+def test_explicit_enable_and_disable_take_over_from_lazy_activation(tmp_path: Path) -> None:
+    code = """
+import multiprocessing.synchronize as s, mpsanitizer
+armed = s.SemLock.__init__
+mpsanitizer.enable(mode="warn")
+print(type(vars(s.SemLock)["__init__"]).__name__, mpsanitizer.settings().mode)
+mpsanitizer.disable()
+print(mpsanitizer.is_enabled(), s.SemLock.__init__ is armed.__wrapped__)
+"""
+    result = python(["-c", code], tmp_path, {"MPSANITIZE": "1"})
+    assert result.stdout.split() == ["FunctionWrapper", "warn", "False", "True"], result.stderr

@@ -1,0 +1,883 @@
+"""What mpsanitizer costs, measured against native multiprocessing in the same run.
+
+    python benchmarks/run.py                  # full run (about a minute or two)
+    python benchmarks/run.py --quick          # fewer rounds, under 30 s
+    python benchmarks/run.py --rounds 60      # the same number of rounds for every section
+    python benchmarks/run.py --json out.json  # also write every raw sample
+    python benchmarks/run.py --only creation,check
+
+Method: each row is measured in many rounds. A round measures native and then
+sanitized (``mpsanitizer.enable()`` ... ``disable()``), or the other way round: the
+order alternates from one round to the next, so drift (CPU frequency, page cache,
+other load) hits both sides alike. Tables show the median of each side, the median of
+the per-round differences (delta) and the median of the per-round ratios, with the
+interquartile range of those ratios. Fast operations are timed in inner loops of
+hundreds or thousands of calls per round, with the garbage collector off.
+
+The sanitizer is only ever enabled in this (parent) process; children are native.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+from multiprocessing import context, reduction, spawn
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+# A user call site this many frames deep: stack capture keeps its full
+# ``stack_depth`` (8) frames, as it would in a real application.
+CALL_DEPTH = 16
+BIG_LEN = 100_000
+SMALL_ARGS = (1, "x", {"a": 2})
+SECTIONS = ("creation", "breakdown", "check", "pickling", "start")
+
+
+def child(*args: Any, **kwargs: Any) -> None:
+    """Target of every started process; module level so spawn children can import it."""
+
+
+class Node:
+    """A plain object with a few attributes: the walk visits it, pickling reduces it."""
+
+    def __init__(self, i: int = 0) -> None:
+        self.i = i
+        self.name = "node"
+        self.parent = None
+
+
+def many_objects(lists: int, per_list: int) -> List[List[Node]]:
+    """``lists`` lists of ``per_list`` Nodes: more than the fork walk's 256 visits."""
+    return [[Node(i * per_list + j) for j in range(per_list)] for i in range(lists)]
+
+
+class Wide:
+    """One object with 100k attributes in its ``__dict__``."""
+
+    def __init__(self, n: int) -> None:
+        for i in range(n):
+            setattr(self, f"a{i}", i)
+
+
+# ---------------------------------------------------------------------------
+# measurement
+
+
+def _at_depth(depth: int, fn: Callable[[], Any]) -> Any:
+    if depth <= 0:
+        return fn()
+    return _at_depth(depth - 1, fn)
+
+
+def loop_timer(fn: Callable[[], Any], number: int) -> Callable[[], float]:
+    """One sample: µs per call of ``fn`` over ``number`` calls, gc off, at CALL_DEPTH."""
+
+    def run() -> float:
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter_ns()
+            for _ in range(number):
+                fn()
+            t1 = time.perf_counter_ns()
+        finally:
+            gc.enable()
+        return (t1 - t0) / number / 1000.0
+
+    return lambda: _at_depth(CALL_DEPTH, run)
+
+
+def after_fork_timer(
+    fn: Callable[[], Any], number: int, faults: Optional[List[float]] = None
+) -> Callable[[], float]:
+    """One sample: µs per call of ``fn``, each call made right after forking (and reaping)
+    a child, as in a program that starts fork children one after another: the first
+    write to each page after a fork takes a copy-on-write fault, and caches are cold.
+    Minor page faults per call are appended to ``faults``."""
+
+    def run() -> float:
+        total = 0
+        flt = 0
+        for _ in range(number):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0 = time.perf_counter_ns()
+            fn()
+            total += time.perf_counter_ns() - t0
+            flt += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+        if faults is not None:
+            faults.append(flt / number)
+        return total / number / 1000.0
+
+    return lambda: _at_depth(CALL_DEPTH, run)
+
+
+class Toggle:
+    """Turns the sanitizer on for the sanitized half of a round."""
+
+    def __init__(self, mpsanitizer: Any) -> None:
+        self.mpsanitizer = mpsanitizer
+
+    def on(self) -> None:
+        self.mpsanitizer.enable()
+
+    def off(self) -> None:
+        self.mpsanitizer.disable()
+
+
+class Paired:
+    """Native and sanitized samples of one row, one pair per round."""
+
+    def __init__(self, native: List[float], sanitized: List[float]) -> None:
+        self.native = native
+        self.sanitized = sanitized
+
+    @property
+    def deltas(self) -> List[float]:
+        return [s - n for n, s in zip(self.native, self.sanitized)]
+
+    @property
+    def ratios(self) -> List[float]:
+        return [s / n for n, s in zip(self.native, self.sanitized) if n > 0]
+
+
+def interleaved(
+    rounds: int,
+    native: Callable[[], float],
+    sanitized: Callable[[], float],
+    toggle: Optional[Toggle],
+) -> Paired:
+    """``rounds`` rounds; even rounds native first, odd rounds sanitized first."""
+    nat: List[float] = []
+    san: List[float] = []
+    for r in range(rounds):
+        for sanitize in (False, True) if r % 2 == 0 else (True, False):
+            if not sanitize:
+                nat.append(native())
+                continue
+            if toggle is not None:
+                toggle.on()
+            try:
+                san.append(sanitized())
+            finally:
+                if toggle is not None:
+                    toggle.off()
+    return Paired(nat, san)
+
+
+def single(rounds: int, fn: Callable[[], float]) -> List[float]:
+    return [fn() for _ in range(rounds)]
+
+
+def quartiles(data: Sequence[float]) -> Tuple[float, float, float]:
+    if len(data) < 2:
+        value = data[0] if data else float("nan")
+        return value, value, value
+    q1, q2, q3 = statistics.quantiles(data, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+# ---------------------------------------------------------------------------
+# rows and formatting
+
+
+class Budget:
+    """``kind``: ``delta`` (µs added per call), ``value`` (µs of the check itself),
+    ``ratio`` (sanitized / native)."""
+
+    def __init__(self, kind: str, limit: float, label: str) -> None:
+        self.kind = kind
+        self.limit = limit
+        self.label = label
+
+
+class Row:
+    def __init__(
+        self,
+        what: str,
+        native: Optional[float],
+        sanitized: Optional[float],
+        delta: Optional[float],
+        ratio: Optional[float],
+        ratio_iqr: Optional[Tuple[float, float]] = None,
+        budget: Optional[Budget] = None,
+        samples: Optional[Dict[str, List[float]]] = None,
+        note: str = "",
+    ) -> None:
+        self.what = what
+        self.native = native
+        self.sanitized = sanitized
+        self.delta = delta
+        self.ratio = ratio
+        self.ratio_iqr = ratio_iqr
+        self.budget = budget
+        self.samples = samples or {}
+        self.note = note
+
+    @classmethod
+    def paired(cls, what: str, p: Paired, budget: Optional[Budget] = None) -> Row:
+        q1, _, q3 = quartiles(p.ratios)
+        return cls(
+            what,
+            statistics.median(p.native),
+            statistics.median(p.sanitized),
+            statistics.median(p.deltas),
+            statistics.median(p.ratios),
+            (q1, q3),
+            budget,
+            {"native_us": p.native, "sanitized_us": p.sanitized},
+        )
+
+    @classmethod
+    def alone(cls, what: str, samples: List[float], budget: Optional[Budget] = None) -> Row:
+        value = statistics.median(samples)
+        return cls(what, None, value, value, None, None, budget, {"sanitized_us": samples})
+
+    def within(self) -> Optional[bool]:
+        b = self.budget
+        if b is None:
+            return None
+        if b.kind == "delta":
+            return self.delta is not None and self.delta <= b.limit
+        if b.kind == "value":
+            return self.sanitized is not None and self.sanitized <= b.limit
+        return self.ratio is not None and self.ratio <= b.limit
+
+    def noise_limited(self) -> bool:
+        """True when the ratios' interquartile range straddles a ratio budget's limit."""
+        b = self.budget
+        if b is None or b.kind != "ratio" or self.ratio_iqr is None:
+            return False
+        return self.ratio_iqr[0] <= b.limit <= self.ratio_iqr[1]
+
+    def cells(self) -> List[str]:
+        ratio = "—"
+        if self.ratio is not None:
+            ratio = f"{self.ratio:.4f}" if self.ratio < 2 else f"{self.ratio:.2f}"
+            if self.ratio_iqr is not None:
+                lo, hi = self.ratio_iqr
+                ratio += f" (IQR {lo:.3f} to {hi:.3f})"
+        within = self.within()
+        verdict = "—" if within is None else ("yes" if within else "**no**")
+        if within is not None and self.noise_limited():
+            verdict += " †"
+        return [
+            self.what,
+            fmt_time(self.native),
+            fmt_time(self.sanitized),
+            fmt_time(self.delta, signed=True),
+            ratio,
+            self.budget.label if self.budget else "—",
+            verdict,
+        ]
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "what": self.what,
+            "native_us": self.native,
+            "sanitized_us": self.sanitized,
+            "delta_us": self.delta,
+            "ratio": self.ratio,
+            "ratio_iqr": list(self.ratio_iqr) if self.ratio_iqr else None,
+            "budget": (
+                {"kind": self.budget.kind, "limit": self.budget.limit, "label": self.budget.label}
+                if self.budget
+                else None
+            ),
+            "within_budget": self.within(),
+            "note": self.note,
+            "samples": self.samples,
+        }
+
+
+def fmt_time(us: Optional[float], signed: bool = False) -> str:
+    if us is None:
+        return "—"
+    sign = "+" if signed and us >= 0 else ""
+    if abs(us) >= 1000:
+        return f"{sign}{us / 1000:.2f} ms"
+    if abs(us) >= 100:
+        return f"{sign}{us:.0f} µs"
+    if abs(us) >= 10:
+        return f"{sign}{us:.1f} µs"
+    return f"{sign}{us:.2f} µs"
+
+
+HEADER = ["what", "native", "mpsanitizer", "delta", "ratio", "budget", "within budget"]
+
+
+def markdown_table(rows: List[Row]) -> str:
+    lines = [
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "|".join(["---"] + ["--:"] * 4 + ["---", "---"]) + "|",
+    ]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Section:
+    def __init__(self, key: str, title: str, rounds: int) -> None:
+        self.key = key
+        self.title = title
+        self.rounds = rounds
+        self.rounds_label = str(rounds)
+        self.rows: List[Row] = []
+        self.notes: List[str] = []
+        self.seconds = 0.0
+
+    def render(self) -> str:
+        out = [
+            f"### {self.title}",
+            "",
+            f"rounds: {self.rounds_label}",
+            "",
+            markdown_table(self.rows),
+        ]
+        if any(row.noise_limited() for row in self.rows):
+            out += [
+                "",
+                "† the interquartile range of the per-round ratios straddles the budget: "
+                "wall-time noise, not the sanitizer, decides this verdict.",
+            ]
+        if self.notes:
+            out += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(out)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "title": self.title,
+            "rounds": self.rounds_label,
+            "seconds": self.seconds,
+            "notes": self.notes,
+            "rows": [row.as_dict() for row in self.rows],
+        }
+
+
+# ---------------------------------------------------------------------------
+# 1. creation
+
+
+def bench_creation(section: Section, toggle: Toggle, scale: float) -> None:
+    ctx = multiprocessing.get_context("fork")
+    budget = Budget("delta", 2.0, "≤ 2 µs added")
+    cases = [
+        ("fork `ctx.Lock()`", ctx.Lock, 1000),
+        ("fork `ctx.Queue()`", ctx.Queue, 200),
+        ("fork `ctx.JoinableQueue()`", ctx.JoinableQueue, 100),
+        ("fork `ctx.Value('i', 0)`", lambda: ctx.Value("i", 0), 500),
+    ]
+    for what, make, number in cases:
+        timer = loop_timer(make, max(10, int(number * scale)))
+        timer()  # warm-up: first-use imports, heap arenas
+        section.rows.append(
+            Row.paired(what, interleaved(section.rounds, timer, timer, toggle), budget)
+        )
+    section.notes.append(
+        "per object created and discarded (includes its destruction); "
+        f"the call site is {CALL_DEPTH} frames deep so the creation stack is captured in full"
+    )
+
+
+# ---------------------------------------------------------------------------
+# 1b. where the creation overhead goes
+
+
+def _fake_classes(semlock_wrapper: Any = None, composite_wrapper: Any = None) -> Tuple[type, type]:
+    """Classes with the call shape of ``SemLock``/``Lock``/``Queue`` and no system calls."""
+    import wrapt  # mpsanitizer's own dependency
+
+    class FakeSemLock:
+        def __init__(self, kind: int, value: int, maxvalue: int, *, ctx: Any) -> None:
+            self._semlock = None
+
+    class FakeLock(FakeSemLock):
+        def __init__(self, *, ctx: Any) -> None:
+            FakeSemLock.__init__(self, 1, 1, 1, ctx=ctx)
+
+    class FakeQueue:
+        def __init__(self, *, ctx: Any) -> None:
+            self._rlock = FakeLock(ctx=ctx)
+            self._wlock = FakeLock(ctx=ctx)
+            self._sem = FakeLock(ctx=ctx)
+
+    if semlock_wrapper is not None:
+        FakeSemLock.__init__ = wrapt.FunctionWrapper(  # type: ignore[method-assign]
+            vars(FakeSemLock)["__init__"], semlock_wrapper
+        )
+    if composite_wrapper is not None:
+        FakeQueue.__init__ = wrapt.FunctionWrapper(  # type: ignore[method-assign]
+            vars(FakeQueue)["__init__"], composite_wrapper
+        )
+    return FakeLock, FakeQueue
+
+
+def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
+    from mpsanitizer import origins, stacks
+
+    ctx = multiprocessing.get_context("fork")
+    number = max(100, int(5000 * scale))
+
+    def passthrough(wrapped: Any, instance: Any, args: tuple, kwargs: Dict) -> Any:
+        return wrapped(*args, **kwargs)
+
+    plain_lock, plain_queue = _fake_classes()
+    bare_lock, _ = _fake_classes(passthrough)
+    hooked_lock, hooked_queue = _fake_classes(origins.track_semlock, origins.track_composite)
+
+    def pair(what: str, native: Callable[[], Any], sanitized: Callable[[], Any]) -> None:
+        p = interleaved(
+            section.rounds, loop_timer(native, number), loop_timer(sanitized, number), None
+        )
+        section.rows.append(Row.paired(what, p))
+
+    def alone(what: str, fn: Callable[[], Any]) -> None:
+        section.rows.append(Row.alone(what, single(section.rounds, loop_timer(fn, number))))
+
+    # The hooks with the thread-local ``origin`` never set (a thread that has not yet
+    # created a Queue/Event/Value), as in the creation rows above.
+    origins.tracker.local = threading.local()
+    pair(
+        "fake Lock: wrapt pass-through wrapper only",
+        lambda: plain_lock(ctx=ctx),
+        lambda: bare_lock(ctx=ctx),
+    )
+    pair(
+        "fake Lock: `track_semlock` (whole hook)",
+        lambda: plain_lock(ctx=ctx),
+        lambda: hooked_lock(ctx=ctx),
+    )
+    pair(
+        "fake Queue (3 inner SemLocks): `track_composite` + 3 x `track_semlock`",
+        lambda: plain_queue(ctx=ctx),
+        lambda: hooked_queue(ctx=ctx),
+    )
+    depth = origins.tracker.depth
+    alone(f"part: `stacks.capture({depth})`", lambda: stacks.capture(depth))
+    alone(
+        "part: `Origin(stack, pid)` (stack given)",
+        lambda: origins.Origin((), 0),
+    )
+    missing = threading.local()
+    present = threading.local()
+    present.origin = None
+    alone("part: thread-local read, attribute never set", lambda: getattr(missing, "origin", None))
+    alone("part: thread-local read, attribute set", lambda: getattr(present, "origin", None))
+    alone("part: `ctx.get_start_method()`", ctx.get_start_method)
+    lock = plain_lock(ctx=ctx)
+    alone("part: `setattr(semlock, ATTRIBUTE, origin)`", lambda: setattr(lock, "_x", None))
+    origins.tracker.local = threading.local()
+    section.notes.append(
+        "fake classes have the call shape of `SemLock`/`Lock`/`Queue` (the `SemLock.__init__` "
+        "call goes through the class attribute, as `synchronize.Lock` does) but make no system "
+        "call, so the hook's cost is measured without `sem_open` noise"
+    )
+    section.notes.append(
+        "real objects run: Lock 1 x `track_semlock`; Queue 1 x `track_composite` + "
+        "3 x `track_semlock`; JoinableQueue 3 x `track_composite` (2 nested) + 8 x "
+        "`track_semlock`; Value 1 x `track_composite` + 1 x `track_semlock`"
+    )
+
+
+# ---------------------------------------------------------------------------
+# 2. the fork start check in isolation
+
+
+def _arg_sets() -> List[Tuple[str, tuple]]:
+    return [
+        ("small args", SMALL_ARGS),
+        ("100k-element list", (list(range(BIG_LEN)),)),
+        ("1024 plain objects", (many_objects(32, 32),)),
+        ("10k plain objects", (many_objects(100, 100),)),
+    ]
+
+
+def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
+    import wrapt
+
+    import mpsanitizer
+    from mpsanitizer import handoff
+
+    checker = handoff.Checker(mpsanitizer.Settings())
+    ctx = multiprocessing.get_context("fork")
+
+    class ForkPopenStub:
+        method = "fork"
+
+        def _launch(self, process_obj: Any) -> None:
+            return None
+
+    class CheckedForkPopenStub(ForkPopenStub):
+        pass
+
+    # What enable() does to popen_fork.Popen._launch, on a stub that does not fork.
+    CheckedForkPopenStub._launch = wrapt.FunctionWrapper(  # type: ignore[method-assign]
+        vars(ForkPopenStub)["_launch"], checker.fork_launch
+    )
+    plain, checked = ForkPopenStub(), CheckedForkPopenStub()
+    numbers = {
+        "small args": 2000,
+        "100k-element list": 1000,
+        "1024 plain objects": 20,
+        "10k plain objects": 20,
+    }
+    for label, args in _arg_sets():
+        proc = ctx.Process(target=child, args=args)
+        number = max(5, int(numbers[label] * scale))
+        walk = loop_timer(lambda proc=proc: checker._walk_fork(proc), number)
+        limit = 10.0 if label == "small args" else 50.0
+        budget = Budget("value", limit, f"≤ {limit:.0f} µs")
+        section.rows.append(
+            Row.alone(
+                f"fork check alone (`_walk_fork`), {label}", single(section.rounds, walk), budget
+            )
+        )
+        p = interleaved(
+            section.rounds,
+            loop_timer(lambda proc=proc: plain._launch(proc), number),
+            loop_timer(lambda proc=proc: checked._launch(proc), number),
+            None,
+        )
+        row = Row.paired(f"fork `_launch` hook (wrapt + check), {label}", p)
+        row.ratio = row.ratio_iqr = None  # native is a no-op stub: a ratio means nothing
+        section.rows.append(row)
+        if label in ("small args", "100k-element list"):
+            faults: List[float] = []
+            cold = after_fork_timer(lambda proc=proc: checker._walk_fork(proc), 10, faults)
+            row = Row.alone(
+                f"fork check alone, right after a previous fork, {label}",
+                single(section.rounds, cold),
+                budget,
+            )
+            row.note = f"{statistics.median(faults):.0f} minor page faults per call"
+            row.samples["minor_faults"] = faults
+            section.rows.append(row)
+            section.notes.append(f"{row.what}: {row.note} (median)")
+    wide = ctx.Process(target=child, args=(Wide(BIG_LEN),))
+    rounds = max(3, section.rounds // 4)
+    section.rows.append(
+        Row.alone(
+            "fork check alone, one object with 100k attributes",
+            single(rounds, loop_timer(lambda: checker._walk_fork(wide), 1)),
+            Budget("value", 50.0, "≤ 50 µs"),
+        )
+    )
+    section.notes.append(
+        "`_walk_fork` has no native counterpart (fork pickles nothing); the `_launch` rows "
+        "time the wrapper enable() installs on `popen_fork.Popen._launch` around a no-op "
+        "stub against the bare stub, i.e. everything a fork start pays before `os.fork()`"
+    )
+    section.notes.append(
+        "'right after a previous fork': each call follows a fork and reap of a child, as "
+        "in a program that starts fork children one after another (copy-on-write faults, "
+        "cold caches); mean of 10 such calls per round"
+    )
+    section.notes.append(
+        f"the last row ran {rounds} rounds; its object's `__dict__` is walked whole "
+        "(the walk bounds visits and container items, not one object's attributes)"
+    )
+
+
+# ---------------------------------------------------------------------------
+# 2b. the spawn / forkserver pickling check in isolation
+
+
+class _SpawningPopenStub:
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+
+def pickling_block(proc: Any, method: str) -> Callable[[], None]:
+    """What ``popen_spawn_posix`` / ``popen_forkserver`` ``_launch`` pickle, in order."""
+    popen = _SpawningPopenStub(method)
+    prep = spawn.get_preparation_data(proc._name)
+
+    def once() -> None:
+        buf = io.BytesIO()
+        context.set_spawning_popen(popen)
+        try:
+            reduction.dump(prep, buf)
+            reduction.dump(proc, buf)
+        finally:
+            context.set_spawning_popen(None)
+
+    return once
+
+
+def bench_pickling(section: Section, toggle: Toggle, scale: float) -> None:
+    numbers = {
+        "small args": 1000,
+        "100k-element list": 10,
+        "1024 plain objects": 20,
+        "10k plain objects": 3,
+    }
+    for method in ("spawn", "forkserver"):
+        ctx = multiprocessing.get_context(method)
+        for label, args in _arg_sets():
+            proc = ctx.Process(target=child, args=args)
+            timer = loop_timer(pickling_block(proc, method), max(3, int(numbers[label] * scale)))
+            timer()
+            p = interleaved(section.rounds, timer, timer, toggle)
+            section.rows.append(Row.paired(f"{method} start's pickling, {label}", p))
+    section.notes.append(
+        "`reduction.dump(prep_data)` then `reduction.dump(process)` into a fresh `BytesIO`, "
+        "with a stub spawning popen set (`method` = spawn or forkserver), as `_launch` does; "
+        "sanitized, the process object goes through the scanning pickler"
+    )
+
+
+# ---------------------------------------------------------------------------
+# 3. start + join
+
+
+class StartSampler:
+    """start() + join() of one process, plus the parent-side time the sanitizer can touch.
+
+    fork: the whole ``start()`` (the check runs before ``os.fork()``; ``start()`` returns
+    right after it). spawn, forkserver: the ``reduction.dump(process)`` call made inside
+    the real ``start()``, timed by a shim put around whatever ``reduction.dump`` is at
+    that moment (the original, or mpsanitizer's wrapper). Their ``start()`` as a whole
+    can block on the pipe until the child reads its payload, so it is no clean measure.
+    """
+
+    def __init__(self, ctx: Any, method: str, args: tuple) -> None:
+        self.ctx = ctx
+        self.method = method
+        self.args = args
+        self.parent: Dict[bool, List[float]] = {False: [], True: []}
+
+    def sample(self, sanitized: bool) -> float:
+        proc = self.ctx.Process(target=child, args=self.args)
+        dumps: List[int] = []
+        original = reduction.dump
+
+        def shim(obj: Any, *args: Any, **kwargs: Any) -> Any:
+            if not isinstance(obj, multiprocessing.process.BaseProcess):
+                return original(obj, *args, **kwargs)
+            t0 = time.perf_counter_ns()
+            try:
+                return original(obj, *args, **kwargs)
+            finally:
+                dumps.append(time.perf_counter_ns() - t0)
+
+        gc.collect()
+        if self.method != "fork":
+            reduction.dump = shim
+        try:
+            t0 = time.perf_counter_ns()
+            proc.start()
+            t1 = time.perf_counter_ns()
+            proc.join()
+            t2 = time.perf_counter_ns()
+        finally:
+            reduction.dump = original
+        if proc.exitcode != 0:
+            raise RuntimeError(f"benchmark child exited with {proc.exitcode}")
+        parent = (t1 - t0) if self.method == "fork" else sum(dumps)
+        self.parent[sanitized].append(parent / 1000.0)
+        return (t2 - t0) / 1000.0
+
+
+def bench_start(
+    section: Section, parent_section: Section, toggle: Toggle, rounds: Dict[str, int]
+) -> None:
+    budget = Budget("ratio", 1.01, "≤ 1 %")
+    walls: List[Row] = []
+    parents: List[Row] = []
+    derived: List[Row] = []
+    for method in ("fork", "forkserver", "spawn"):
+        ctx = multiprocessing.get_context(method)
+        StartSampler(ctx, method, ()).sample(False)  # warm-up: forkserver, resource tracker
+        for label, args in _arg_sets():
+            sampler = StartSampler(ctx, method, args)
+            p = interleaved(
+                rounds[method],
+                lambda s=sampler: s.sample(False),
+                lambda s=sampler: s.sample(True),
+                toggle,
+            )
+            wall = Row.paired(
+                f"{method} start+join, {label}", p, budget if method != "fork" else None
+            )
+            walls.append(wall)
+            if method == "fork":
+                limit = 10.0 if label == "small args" else 50.0
+                what = f"fork `start()` alone (parent side, check in situ), {label}"
+                parent_budget: Optional[Budget] = Budget("delta", limit, f"≤ {limit:.0f} µs added")
+            else:
+                what = f"{method} `reduction.dump(process)` inside `start()`, {label}"
+                parent_budget = None
+            parent = Row.paired(
+                what, Paired(sampler.parent[False], sampler.parent[True]), parent_budget
+            )
+            parents.append(parent)
+            if wall.native:
+                derived.append(
+                    Row(
+                        f"{method}: parent-side delta ÷ native start+join, {label}",
+                        wall.native,
+                        wall.native + parent.delta,
+                        parent.delta,
+                        1.0 + parent.delta / wall.native,
+                        None,
+                        budget if method != "fork" else None,
+                    )
+                )
+    section.rows.extend(walls)
+    parent_section.rows.extend(parents + derived)
+    section.notes.append("one start+join per side per round; the child's target is a no-op")
+    parent_section.notes.append(
+        "parent side: fork, the whole `start()` (mpsanitizer's check runs in it, before "
+        "`os.fork()`); spawn and forkserver, the pickling of the process object inside the "
+        "real `start()`, which is where mpsanitizer's check runs (its only other work in "
+        "those starts is passing the `prep_data` dump through its wrapper)"
+    )
+    parent_section.notes.append(
+        "the last rows divide the parent-side delta by the native start+join median: the "
+        "overhead that wall time alone cannot resolve"
+    )
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few rounds (< 30 s)")
+    parser.add_argument("--rounds", type=int, help="rounds for every section")
+    parser.add_argument("--json", metavar="PATH", help="write results and raw samples here")
+    parser.add_argument(
+        "--only", metavar="LIST", help=f"comma-separated sections out of {','.join(SECTIONS)}"
+    )
+    opts = parser.parse_args(argv)
+    only = set(opts.only.split(",")) if opts.only else set(SECTIONS)
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    if opts.rounds is not None and opts.rounds < 2:
+        parser.error("--rounds must be at least 2")
+
+    import mpsanitizer
+
+    if mpsanitizer.is_enabled():
+        mpsanitizer.disable()
+    toggle = Toggle(mpsanitizer)
+    scale = 0.5 if opts.quick else 1.0
+    micro = 10 if opts.quick else 40
+    starts = (
+        {"fork": 16, "forkserver": 8, "spawn": 6}
+        if opts.quick
+        else {"fork": 100, "forkserver": 60, "spawn": 40}
+    )
+    if opts.rounds is not None:
+        micro = opts.rounds
+        starts = dict.fromkeys(starts, opts.rounds)
+
+    import wrapt
+
+    env = {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "mpsanitizer": mpsanitizer.__version__,
+        "wrapt": getattr(wrapt, "__version__", "?"),
+        "quick": opts.quick,
+    }
+    print(f"# mpsanitizer benchmark: Python {env['python']}\n")
+    print(
+        f"Python {sys.version.split()[0]} ({env['implementation']}), {env['platform']}, "
+        f"{env['cpus']} CPUs, mpsanitizer {env['mpsanitizer']}, wrapt {env['wrapt']}"
+        + (", --quick" if opts.quick else "")
+    )
+    print(
+        "native/mpsanitizer: medians; delta: median of per-round differences; "
+        "ratio: median of per-round ratios (interquartile range)\n"
+    )
+    sys.stdout.flush()
+
+    started = time.perf_counter()
+    sections: List[Section] = []
+    steps: List[Tuple[str, str, int, Callable[[Section], None]]] = [
+        (
+            "creation",
+            "1. Creation (µs per object)",
+            micro,
+            lambda s: bench_creation(s, toggle, scale),
+        ),
+        (
+            "breakdown",
+            "1b. Where the creation overhead goes (µs per call)",
+            micro,
+            lambda s: bench_breakdown(s, toggle, scale),
+        ),
+        (
+            "check",
+            "2. Fork start check in isolation (µs per start)",
+            micro,
+            lambda s: bench_check(s, toggle, scale),
+        ),
+        (
+            "pickling",
+            "2b. Spawn / forkserver pickling check in isolation (µs per start)",
+            micro,
+            lambda s: bench_pickling(s, toggle, scale),
+        ),
+    ]
+    for key, title, rounds, run in steps:
+        if key not in only:
+            continue
+        section = Section(key, title, rounds)
+        t0 = time.perf_counter()
+        run(section)
+        section.seconds = time.perf_counter() - t0
+        sections.append(section)
+        print(section.render() + "\n")
+        sys.stdout.flush()
+    if "start" in only:
+        section = Section("start", "3. start() + join() wall time", max(starts.values()))
+        parent = Section(
+            "start_parent",
+            "3b. The parent's share of those starts, where mpsanitizer works (same rounds)",
+            max(starts.values()),
+        )
+        t0 = time.perf_counter()
+        bench_start(section, parent, toggle, starts)
+        section.seconds = time.perf_counter() - t0
+        for s in (section, parent):
+            s.rounds_label = ", ".join(f"{m} {n}" for m, n in starts.items())
+            sections.append(s)
+            print(s.render() + "\n")
+    total = time.perf_counter() - started
+    print(
+        f"total {total:.0f} s ("
+        + ", ".join(f"{s.key} {s.seconds:.0f} s" for s in sections if s.key != "start_parent")
+        + ")"
+    )
+    if opts.json:
+        with open(opts.json, "w", encoding="utf-8") as fh:
+            json.dump(
+                {
+                    "environment": env,
+                    "seconds": total,
+                    "sections": {s.key: s.as_dict() for s in sections},
+                },
+                fh,
+                indent=1,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

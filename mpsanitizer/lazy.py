@@ -1,0 +1,176 @@
+"""Cheap activation: arm now, pay for wrapt only on first real use.
+
+Every spawn or forkserver child is a fresh interpreter; importing wrapt (70-85 ms
+for 2.x) and patching there would more than double a spawn start, although most
+children never create a primitive or start a process. ``arm()`` instead puts plain
+trampolines on the patch points (installing them as each multiprocessing module
+is imported, through a small import hook). The first call of any trampoline
+swaps them all for the wrapt patches of :mod:`mpsanitizer.patches` and carries
+on. A child that only runs its target never pays more than the hook.
+"""
+
+from __future__ import annotations
+
+import sys
+from _thread import RLock
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
+
+    from .config import Settings
+
+# module -> [(attribute path, kind)], kind: "method" (class attribute) or "function"
+_POINTS: Dict[str, List[Tuple[str, str]]] = {
+    "multiprocessing.synchronize": [
+        ("SemLock.__init__", "method"),
+        ("Condition.__init__", "method"),
+        ("Event.__init__", "method"),
+        ("Barrier.__init__", "method"),
+    ],
+    "multiprocessing.queues": [
+        ("Queue.__init__", "method"),
+        ("JoinableQueue.__init__", "method"),
+        ("SimpleQueue.__init__", "method"),
+    ],
+    "multiprocessing.sharedctypes": [("Value", "function"), ("Array", "function")],
+    "multiprocessing.reduction": [("dump", "function")],
+    "multiprocessing.popen_fork": [("Popen._launch", "method")],
+}
+
+_lock = RLock()
+_settings: Optional[Settings] = None
+_installed: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, trampoline)
+_watcher: Optional[_Watcher] = None
+
+
+def _resolve(module: Any, path: str) -> Tuple[Any, str]:
+    owner_name, _, name = path.rpartition(".")
+    return (getattr(module, owner_name) if owner_name else module), name
+
+
+def _trampoline(owner: Any, name: str, original: Callable, kind: str) -> Callable:
+    if kind == "method":
+
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            fire()
+            return getattr(owner, name)(self, *args, **kwargs)
+
+        method.__wrapped__ = original  # type: ignore[attr-defined]
+        return method
+
+    def function(*args: Any, **kwargs: Any) -> Any:
+        fire()
+        return getattr(owner, name)(*args, **kwargs)
+
+    function.__wrapped__ = original  # type: ignore[attr-defined]
+    return function
+
+
+def _install(module_name: str, module: Any) -> None:
+    with _lock:
+        if _settings is None:
+            return
+        for path, kind in _POINTS[module_name]:
+            owner, name = _resolve(module, path)
+            original = vars(owner)[name]
+            trampoline = _trampoline(owner, name, original, kind)
+            setattr(owner, name, trampoline)
+            _installed.append((owner, name, original, trampoline))
+
+
+class _HookedLoader:
+    """Delegates to the real loader, then installs the module's trampolines."""
+
+    def __init__(self, loader: Any, name: str) -> None:
+        self._loader = loader
+        self._name = name
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        module.__loader__ = module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        try:
+            _install(self._name, module)
+        except Exception as exc:  # pragma: no cover - defensive
+            sys.stderr.write(
+                f"mpsanitizer: could not arm {self._name} ({exc}); running without it\n"
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _Watcher:
+    """Hooks the import of the multiprocessing modules that hold patch points."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in _POINTS or name in sys.modules:
+            return None
+        spec = _path_finder().find_spec(name, path, target)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _HookedLoader(spec.loader, name)
+        return spec
+
+
+def _path_finder() -> Any:
+    """The interpreter's own PathFinder, found without importing importlib."""
+    return next(f for f in sys.meta_path if getattr(f, "__name__", "") == "PathFinder")
+
+
+def arm(settings: Settings) -> None:
+    """Activate cheaply: trampolines now or at import, wrapt patches at first use."""
+    global _settings, _watcher
+    with _lock:
+        if _settings is not None:
+            _settings = settings
+            return
+        _settings = settings
+        for module_name in _POINTS:
+            module = sys.modules.get(module_name)
+            if module is not None:
+                _install(module_name, module)
+        if len(_installed) < sum(map(len, _POINTS.values())):
+            _watcher = _Watcher()
+            sys.meta_path.insert(0, _watcher)
+
+
+def disarm() -> Optional[Settings]:
+    """Remove the trampolines and the import hook; return the armed settings."""
+    global _settings, _watcher
+    with _lock:
+        if _watcher is not None:
+            if _watcher in sys.meta_path:
+                sys.meta_path.remove(_watcher)
+            _watcher = None
+        while _installed:
+            owner, name, original, trampoline = _installed.pop()
+            if vars(owner).get(name) is trampoline:
+                setattr(owner, name, original)
+        settings, _settings = _settings, None
+        return settings
+
+
+def armed_settings() -> Optional[Settings]:
+    return _settings
+
+
+def fire() -> None:
+    """First real use: swap the trampolines for the wrapt patches."""
+    with _lock:
+        if _settings is None:
+            return
+        settings = _settings
+        try:
+            from . import patches
+
+            patches.enable(settings)
+        except Exception as exc:
+            disarm()
+            sys.stderr.write(
+                f"mpsanitizer: could not activate ({type(exc).__name__}: {exc}); "
+                "running without it\n"
+            )
