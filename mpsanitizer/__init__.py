@@ -31,7 +31,10 @@ __all__ = [
 
 
 def enable(
-    mode: str = "error", strict: bool = False, stack_depth: int = DEFAULT_STACK_DEPTH
+    mode: str = "error",
+    strict: bool = False,
+    stack_depth: int = DEFAULT_STACK_DEPTH,
+    log_path: str | None = None,
 ) -> None:
     """Turn the sanitizer on in this process (idempotent, thread-safe).
 
@@ -39,11 +42,13 @@ def enable(
     cannot survive; ``mode="warn"`` reports them as :class:`ContextMixingWarning`
     and lets CPython behave natively. ``strict=True`` makes every mixing finding
     as serious as a mismatch. ``stack_depth`` frames are kept per stack.
+    ``log_path`` makes each process append its findings as JSON lines to
+    ``<log_path>.<pid>``.
     Calling it again replaces the settings. Bad values raise ``ValueError``.
     """
     from . import patches
 
-    patches.enable(Settings(mode=mode, strict=strict, stack_depth=stack_depth))
+    patches.enable(Settings(mode=mode, strict=strict, stack_depth=stack_depth, log_path=log_path))
 
 
 def disable() -> None:

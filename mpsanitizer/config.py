@@ -6,6 +6,8 @@ Imported at interpreter start in every activated process: stdlib-light on purpos
 
 from __future__ import annotations
 
+import os
+
 MODES = ("error", "warn")
 DEFAULT_STACK_DEPTH = 8
 MAX_STACK_DEPTH = 256
@@ -18,16 +20,23 @@ class Settings:
     CPython cannot survive; ``"warn"`` reports them as warnings and lets CPython
     behave natively. ``strict`` turns every other mixing warning into an error.
     ``stack_depth``: frames kept per creation and start stack.
+    ``log_path``: when set, each process appends one JSON line per finding to
+    ``<log_path>.<pid>``.
     """
 
-    __slots__ = ("mode", "stack_depth", "strict")
+    __slots__ = ("log_path", "mode", "stack_depth", "strict")
 
     mode: str
     strict: bool
     stack_depth: int
+    log_path: str | None
 
     def __init__(
-        self, mode: str = "error", strict: bool = False, stack_depth: int = DEFAULT_STACK_DEPTH
+        self,
+        mode: str = "error",
+        strict: bool = False,
+        stack_depth: int = DEFAULT_STACK_DEPTH,
+        log_path: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mpsanitizer: mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -43,6 +52,11 @@ class Settings:
                 f"mpsanitizer: stack_depth must be an integer from 1 to {MAX_STACK_DEPTH}, "
                 f"not {depth!r}"
             )
+        if log_path is not None and (not isinstance(log_path, str) or not log_path.strip()):
+            raise ValueError(f"mpsanitizer: log_path must be a file path prefix, not {log_path!r}")
+        if log_path is not None:
+            log_path = os.path.abspath(os.path.expanduser(log_path))
+        object.__setattr__(self, "log_path", log_path)
         object.__setattr__(self, "mode", mode)
         object.__setattr__(self, "strict", strict)
         object.__setattr__(self, "stack_depth", depth)
@@ -51,7 +65,7 @@ class Settings:
         raise AttributeError("Settings are immutable")
 
     def _key(self) -> tuple:
-        return (self.mode, self.strict, self.stack_depth)
+        return (self.mode, self.strict, self.stack_depth, self.log_path)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Settings) and self._key() == other._key()
@@ -62,5 +76,5 @@ class Settings:
     def __repr__(self) -> str:
         return (
             f"Settings(mode={self.mode!r}, strict={self.strict!r}, "
-            f"stack_depth={self.stack_depth!r})"
+            f"stack_depth={self.stack_depth!r}, log_path={self.log_path!r})"
         )

@@ -42,6 +42,7 @@ class Finding:
             "kind": self.kind,
             "severity": self.severity,
             "object_type": self.object_type,
+            "factory": self.factory,
             "path": self.path,
             "origin_start_method": self.origin,
             "target_start_method": self.target,
@@ -53,6 +54,30 @@ class Finding:
             "via": self.via,
             "pid": self.pid,
         }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> Finding:
+        """Rebuild a finding from its JSON record (another process's log)."""
+
+        def frames(key: str) -> List[Frame]:
+            return [Frame(f["file"], f["line"], f["function"]) for f in data.get(key) or []]
+
+        return cls(
+            kind=data["kind"],
+            severity=data["severity"],
+            object_type=data["object_type"],
+            factory=data.get("factory") or data["object_type"],
+            path=data["path"],
+            origin=data.get("origin_start_method"),
+            target=data["target_start_method"],
+            created_at=frames("created_at"),
+            started_at=frames("started_at"),
+            creator_pid=data.get("creator_pid"),
+            process_name=data.get("process_name", ""),
+            process_class=data.get("process_class", ""),
+            via=data.get("via", "Process"),
+            pid=data.get("pid", 0),
+        )
 
 
 @dataclass

@@ -14,7 +14,7 @@ import warnings
 from multiprocessing import context, process, reduction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import kinds, stacks, walk
+from . import jsonlog, kinds, stacks, walk
 from .config import Settings
 from .errors import ContextMismatchError, ContextMixingWarning
 from .findings import Finding, Verdict, judge
@@ -210,6 +210,8 @@ class Checker:
             return None
         if len(_seen) < 10_000:
             _seen.extend(findings)
+        if self.settings.log_path:
+            jsonlog.write(self.settings.log_path, findings)
         raising = self.settings.mode == "error"
         errors = [f for f in findings if f.is_error] if raising else []
         for finding in findings:

@@ -2,10 +2,13 @@
 
 ``MPSANITIZE`` switches the sanitizer on (``1``, ``error``, ``warn``, ``strict``) or
 leaves it off (``0``, ``false``, ``no``, ``off``, empty). ``MPSANITIZE_OPTIONS`` holds
-``key=value`` pairs separated by ``:`` or ``,`` in the style of ``ASAN_OPTIONS``.
+``key=value`` pairs separated by ``:`` or ``,`` in the style of ``ASAN_OPTIONS``
+(``log_path`` must therefore contain neither).
 """
 
 from __future__ import annotations
+
+import os
 
 from .config import MAX_STACK_DEPTH, Settings
 
@@ -25,22 +28,22 @@ ON = {
     "warn": {"mode": "warn"},
     "strict": {"strict": True},
 }
-KEYS = ("mode", "strict", "stack_depth")
+KEYS = ("mode", "strict", "stack_depth", "log_path")
 
 
 class OptionError(ValueError):
     """A bad option value: reported as one line, never a traceback."""
 
 
-def toggle_value(environ: Mapping[str, str]) -> Optional[Dict[str, object]]:
+def toggle_value(environ: Mapping[str, str], source: str = TOGGLE) -> Optional[Dict[str, object]]:
     """Options implied by ``MPSANITIZE``, or None when it leaves the sanitizer off."""
     raw = environ.get(TOGGLE, "").strip().lower()
     if raw in OFF:
         return None
     if raw not in ON:
         raise OptionError(
-            f"{TOGGLE}={environ.get(TOGGLE)!r} is not understood: use 1, error, warn or strict "
-            "to turn mpsanitizer on, 0 or empty to leave it off"
+            f"{source}={environ.get(TOGGLE)!r} is not understood: use 1, error, warn or strict "
+            "to turn mpsanitizer on, 0, off or empty to leave it off"
         )
     return dict(ON[raw])
 
@@ -83,6 +86,11 @@ def convert(key: str, value: object, source: str) -> object:
                 f"not {value!r}"
             )
         return depth
+    if key == "log_path":
+        text = str(value).strip()
+        if not text:
+            raise OptionError(f"{source}: log_path needs a path")
+        return os.path.abspath(os.path.expanduser(text))
     raise OptionError(f"{source}: unknown option {key!r} (known: {', '.join(KEYS)})")
 
 
@@ -104,8 +112,7 @@ def from_environment(environ: Mapping[str, str]) -> Optional[Settings]:
 
 def to_environment(settings: Settings) -> Dict[str, str]:
     """The variables that make child interpreters run with these settings."""
-    return {
-        TOGGLE: "1",
-        OPTIONS: f"mode={settings.mode}:strict={int(settings.strict)}"
-        f":stack_depth={settings.stack_depth}",
-    }
+    pairs = f"mode={settings.mode}:strict={int(settings.strict)}:stack_depth={settings.stack_depth}"
+    if settings.log_path:
+        pairs += f":log_path={settings.log_path}"
+    return {TOGGLE: "1", OPTIONS: pairs}

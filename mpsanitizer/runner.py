@@ -22,7 +22,8 @@ from . import options, stacks
 
 USAGE = (
     "usage: python -m mpsanitizer [--mode error|warn] [--strict] [--stack-depth N]\n"
-    "                             [--fail-on-warning] (script.py | -m module | -c code) [args...]"
+    "                             [--log-path PATH] [--fail-on-warning]\n"
+    "                             (script.py | -m module | -c code) [args...]"
 )
 EXIT_USAGE = 2
 EXIT_WARNINGS = 3
@@ -53,7 +54,7 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], bool, str, str, List[str]
         elif arg.startswith("--"):
             key, sep, value = arg[2:].partition("=")
             key = key.replace("-", "_")
-            if key not in ("mode", "stack_depth"):
+            if key not in ("mode", "stack_depth", "log_path"):
                 raise UsageError(f"unknown option {arg.split('=')[0]}")
             if not sep:
                 if i + 1 >= len(argv):

@@ -11,6 +11,8 @@ import pytest
 import mpsanitizer
 from mpsanitizer import ContextMixingWarning
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def sanitizer() -> Iterator[None]:

@@ -287,3 +287,26 @@ print(mpsanitizer.is_enabled(), s.SemLock.__init__ is armed.__wrapped__)
 """
     result = python(["-c", code], tmp_path, {"MPSANITIZE": "1"})
     assert result.stdout.split() == ["FunctionWrapper", "warn", "False", "True"], result.stderr
+
+
+def test_log_path_writes_one_json_lines_file_per_process(tmp_path: Path) -> None:
+    (tmp_path / "nested.py").write_text(NESTED)
+    prefix = tmp_path / "logs" / "mps"
+    prefix.parent.mkdir()
+    result = python(
+        ["-m", "mpsanitizer", f"--log-path={prefix}", "nested.py", "spawn", "forkserver"], tmp_path
+    )
+    assert result.stdout.strip() == "child exit 1", result.stderr
+    files = sorted(prefix.parent.iterdir())
+    assert len(files) == 1 and files[0].name.startswith("mps.")
+    (record,) = [json.loads(line) for line in files[0].read_text().splitlines()]
+    assert record["pid"] == int(files[0].name.split(".")[1])
+    assert record["parent_pid"] != record["pid"]
+    assert record["reporting_process"] == "SpawnProcess-1"
+    assert (record["kind"], record["severity"]) == ("context-mismatch", "error")
+    assert (record["origin_start_method"], record["target_start_method"]) == ("fork", "forkserver")
+    assert (record["object_type"], record["path"]) == ("Lock", "args[0]")
+    assert record["created_at"][-1] == {"file": str(tmp_path / "nested.py"), "line": 8,
+                                        "function": "child"}  # fmt: skip
+    assert record["started_at"][-1]["line"] == 9
+    assert record["process_class"] == "ForkServerProcess"

@@ -1,0 +1,244 @@
+"""pytest plugin: idle unless asked by ``--mpsanitize[=MODE]``, ``MPSANITIZE`` or ini.
+
+When active, every process of the test session (pytest itself, fork children,
+spawn and forkserver children through the environment) logs its findings as
+JSON lines under one session prefix. After each test the plugin reads what was
+logged during it: an error-class finding fails the test with the report, even
+when user code swallowed the exception, a background thread raised it, an
+executor turned it into ``BrokenProcessPool`` or it happened in a child.
+Warnings from other processes are re-emitted here, into pytest's summary.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from typing import Any, Dict, Generator, List, Optional, Tuple
+
+import pytest
+
+from . import options
+from .config import Settings
+
+MARKER = "no_mpsanitize"
+FIXTURE = "mpsanitizer_findings"
+
+
+class _Session:
+    """The plugin's state for one pytest run (kept in ``config.stash``)."""
+
+    def __init__(self, settings: Settings, source: str, own_dir: Optional[str]) -> None:
+        self.settings = settings
+        self.source = source
+        self.own_dir = own_dir
+        self.offsets: Dict[str, int] = {}
+
+    @property
+    def prefix(self) -> str:
+        assert self.settings.log_path
+        return self.settings.log_path
+
+    def mark(self) -> None:
+        """Remember how far every log file has been read."""
+        for path in glob.glob(glob.escape(self.prefix) + ".*"):
+            self.offsets[path] = os.path.getsize(path)
+
+    def new_records(self) -> List[Dict[str, Any]]:
+        records = []
+        for path in sorted(glob.glob(glob.escape(self.prefix) + ".*")):
+            start = self.offsets.get(path, 0)
+            with open(path, encoding="utf-8") as handle:
+                handle.seek(start)
+                data = handle.read()
+            complete = data[: data.rfind("\n") + 1]
+            self.offsets[path] = start + len(complete.encode("utf-8"))
+            records.extend(json.loads(line) for line in complete.splitlines() if line.strip())
+        return records
+
+
+_KEY = pytest.StashKey[Optional[_Session]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mpsanitizer", "multiprocessing start-method sanitizer")
+    group.addoption(
+        "--mpsanitize",
+        nargs="?",
+        const="error",
+        default=None,
+        metavar="MODE",
+        help="turn mpsanitizer on: error (default), warn or strict; off to force it off",
+    )
+    parser.addini("mpsanitize", "turn mpsanitizer on: error, warn or strict", default="")
+    parser.addini("mpsanitize_options", "key=value pairs as in MPSANITIZE_OPTIONS", default="")
+
+
+def _resolve(config: pytest.Config) -> Tuple[Optional[Settings], str]:
+    """Command line > environment > ini."""
+    cli = config.known_args_namespace.mpsanitize
+    env = os.environ.get(options.TOGGLE, "").strip()
+    ini = str(config.getini("mpsanitize") or "").strip()
+    for value, source in (
+        (cli, "--mpsanitize"),
+        (env or None, options.TOGGLE),
+        (ini or None, "ini"),
+    ):
+        if value is None:
+            continue
+        toggle = options.toggle_value({options.TOGGLE: value}, source)
+        if toggle is None:
+            return None, source
+        layers = [
+            options.parse_pairs(str(config.getini("mpsanitize_options") or ""), "ini"),
+            options.parse_pairs(os.environ.get(options.OPTIONS, "")),
+            toggle,
+        ]
+        return options.settings_from(*layers), source
+    return None, ""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    try:
+        settings, source = _resolve(early_config)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    session: Optional[_Session] = None
+    if settings is not None:
+        own_dir = None
+        if not settings.log_path:
+            own_dir = tempfile.mkdtemp(prefix="mpsanitizer-")
+            settings = Settings(
+                settings.mode, settings.strict, settings.stack_depth,
+                os.path.join(own_dir, "findings"),
+            )  # fmt: skip
+        session = _Session(settings, source, own_dir)
+        os.environ.update(options.to_environment(settings))
+        from . import patches
+
+        patches.enable(settings)
+    elif source:
+        os.environ[options.TOGGLE] = "0"  # forced off: keep children off too
+    early_config.stash[_KEY] = session
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{MARKER}: run this test without mpsanitizer (and its children too)"
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(_KEY, None)
+    if session is not None and session.own_dir:
+        shutil.rmtree(session.own_dir, ignore_errors=True)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    session = config.stash.get(_KEY, None)
+    if session is None:
+        return "mpsanitizer: off"
+    s = session.settings
+    return (
+        f"mpsanitizer: mode={s.mode} strict={s.strict} stack_depth={s.stack_depth} "
+        f"(from {session.source})"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    session = item.config.stash.get(_KEY, None)
+    if session is None or item.get_closest_marker(MARKER) is None:
+        if session is not None:
+            session.mark()
+        yield
+        return
+    from . import patches
+
+    saved = {k: os.environ.get(k) for k in (options.TOGGLE, options.OPTIONS)}
+    patches.disable()
+    os.environ[options.TOGGLE] = "0"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        patches.enable(session.settings)
+
+
+class FindingsRecorder:
+    """What the ``mpsanitizer_findings`` fixture gives a test: its findings so far."""
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+        self._findings: List[Any] = []
+
+    @property
+    def findings(self) -> List[Any]:
+        from .findings import Finding
+
+        self._findings.extend(Finding.from_dict(r) for r in self._session.new_records())
+        return list(self._findings)
+
+    def kinds(self) -> List[str]:
+        return [f.kind for f in self.findings]
+
+
+@pytest.fixture
+def mpsanitizer_findings(request: pytest.FixtureRequest) -> FindingsRecorder:
+    """Findings of this test, for asserting that one happens; they do not fail it."""
+    session = request.config.stash.get(_KEY, None)
+    if session is None:
+        pytest.skip("mpsanitizer is not active (use --mpsanitize)")
+    return FindingsRecorder(session)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator:
+    outcome = yield
+    session = item.config.stash.get(_KEY, None)
+    if session is None or call.when == "setup" or FIXTURE in getattr(item, "fixturenames", ()):
+        return
+    report = outcome.get_result()
+    try:
+        records = session.new_records()
+    except Exception as exc:
+        warnings.warn(f"mpsanitizer: could not read findings ({exc})", RuntimeWarning, stacklevel=1)
+        return
+    _reemit_child_warnings(records)
+    errors = [r for r in records if r.get("severity") == "error"]
+    if errors and report.outcome != "failed":
+        from .findings import Finding
+        from .report import format_report
+
+        text = "\n\n".join(format_report([Finding.from_dict(r)]) + _where(r) for r in errors)
+        report.outcome = "failed"
+        report.longrepr = f"mpsanitizer: {len(errors)} finding(s) during this test\n\n{text}"
+
+
+def _where(record: Dict[str, Any]) -> str:
+    return f"\n  (reported by pid {record.get('pid')}, {record.get('reporting_process', '')})"
+
+
+def _reemit_child_warnings(records: List[Dict[str, Any]]) -> None:
+    from .errors import ContextMixingWarning
+    from .findings import Finding
+
+    for record in records:
+        if record.get("severity") != "warning" or record.get("pid") == os.getpid():
+            continue
+        finding = Finding.from_dict(record)
+        site = finding.started_at[-1] if finding.started_at else None
+        warnings.warn_explicit(
+            ContextMixingWarning(finding),
+            ContextMixingWarning,
+            site.filename if site else "<child process>",
+            site.lineno if site else 0,
+        )

@@ -1,0 +1,127 @@
+"""The pytest plugin, exercised in real pytest subprocesses through ``pytester``."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+HELPERS = """
+import multiprocessing
+
+def touch(lock):
+    with lock:
+        pass
+"""
+
+TESTS = """
+import concurrent.futures, multiprocessing, threading
+import pytest
+from helpers import touch
+
+FORK, SPAWN = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
+
+def test_clean():
+    p = SPAWN.Process(target=touch, args=(SPAWN.Lock(),)); p.start(); p.join()
+
+def test_swallowed():
+    try:
+        SPAWN.Process(target=touch, args=(FORK.Lock(),)).start()
+    except Exception:
+        pass
+
+def test_in_thread():
+    lock = FORK.Lock()
+    t = threading.Thread(target=lambda: SPAWN.Process(target=touch, args=(lock,)).start())
+    t.start(); t.join()
+
+def start_nested(method):
+    lock = multiprocessing.get_context("fork").Lock()
+    try:
+        multiprocessing.get_context(method).Process(target=touch, args=(lock,)).start()
+    except Exception:
+        pass
+
+def test_in_child():
+    p = SPAWN.Process(target=start_nested, args=("forkserver",)); p.start(); p.join()
+
+def test_warning_goes_to_the_summary():
+    p = FORK.Process(target=touch, args=(SPAWN.Lock(),)); p.start(); p.join()
+
+@pytest.mark.no_mpsanitize
+def test_marked_off():
+    try:
+        SPAWN.Process(target=touch, args=(FORK.Lock(),)).start()
+    except RuntimeError:
+        pass  # CPython's own check on 3.11.5+; a SIGSEGV'd child before
+
+def test_expected(mpsanitizer_findings):
+    with pytest.raises(RuntimeError):
+        SPAWN.Process(target=touch, args=(FORK.Lock(),)).start()
+    assert mpsanitizer_findings.kinds() == ["context-mismatch"]
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(helpers=HELPERS, test_suite=TESTS)
+    pytester.syspathinsert()
+    return pytester
+
+
+def outcomes(result: pytest.RunResult) -> dict:
+    found = {}
+    for line in result.outlines:
+        for word in ("PASSED", "FAILED"):
+            if line.startswith("test_suite.py::") and f" {word}" in line:
+                found[line.split("::")[1].split()[0]] = word
+    return found
+
+
+def test_idle_unless_asked(suite: pytest.Pytester, monkeypatch) -> None:
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    result = suite.runpytest_subprocess("-v", "-k", "clean or swallowed or in_thread")
+    assert "mpsanitizer: off" in result.outlines
+    result.assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize("how", ["cli", "env", "ini"])
+def test_findings_fail_the_test_wherever_they_happen(suite, monkeypatch, how) -> None:
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    args = ["-v", "-p", "no:cacheprovider"]
+    if how == "cli":
+        args.append("--mpsanitize")
+    elif how == "env":
+        monkeypatch.setenv("MPSANITIZE", "1")
+    else:
+        suite.makeini("[pytest]\nmpsanitize = error\n")
+    result = suite.runpytest_subprocess(*args)
+    assert outcomes(result) == {
+        "test_clean": "PASSED",
+        "test_swallowed": "FAILED",
+        "test_in_thread": "FAILED",
+        "test_in_child": "FAILED",
+        "test_warning_goes_to_the_summary": "PASSED",
+        "test_marked_off": "PASSED",
+        "test_expected": "PASSED",
+    }, result.stdout.str()
+    text = result.stdout.str()
+    assert "mpsanitizer: mode=error strict=False stack_depth=8" in text
+    assert "SUMMARY: mpsanitizer: context-mismatch" in text
+    assert "ContextMixingWarning" in text  # the warnings summary
+    assert "(start method 'forkserver') cannot reach it" in text  # from the child
+
+
+def test_command_line_beats_environment(suite, monkeypatch) -> None:
+    monkeypatch.setenv("MPSANITIZE", "1")
+    result = suite.runpytest_subprocess("--mpsanitize=off", "-k", "swallowed")
+    assert "mpsanitizer: off" in result.outlines
+    result.assert_outcomes(passed=1)
+
+
+def test_bad_values_are_one_clear_error(suite, monkeypatch) -> None:
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    result = suite.runpytest_subprocess("--mpsanitize=loud")
+    assert result.ret != 0
+    assert "--mpsanitize='loud' is not understood" in result.stderr.str()
+    assert "Traceback" not in result.stderr.str()
