@@ -39,11 +39,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 CALL_DEPTH = 16
 BIG_LEN = 100_000
 SMALL_ARGS = (1, "x", {"a": 2})
-SECTIONS = ("creation", "breakdown", "check", "pickling", "start")
+SECTIONS = ("creation", "breakdown", "check", "pickling", "start", "activation")
+ENV_SWITCH = "MPSANITIZE"
 
 
 def child(*args: Any, **kwargs: Any) -> None:
     """Target of every started process; module level so spawn children can import it."""
+
+
+def child_making_lock() -> None:
+    """A child that creates one primitive: activation then imports wrapt and patches."""
+    multiprocessing.Lock()
 
 
 class Node:
@@ -750,6 +756,85 @@ def bench_start(
 
 
 # ---------------------------------------------------------------------------
+# 4. activation from the environment (children)
+
+
+def _env(on: bool) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != ENV_SWITCH}
+    if on:
+        env[ENV_SWITCH] = "1"
+    return env
+
+
+def bench_activation(section: Section, rounds: int) -> None:
+    import subprocess
+
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; print('mpsanitizer.lazy' in sys.modules)"],
+        env=_env(True),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.stdout.strip() != "True":
+        section.notes.append(
+            f"skipped: {ENV_SWITCH}=1 does not activate this interpreter (mpsanitizer is not "
+            "installed with its .pth file)"
+        )
+        return
+    budget = Budget("ratio", 1.01, "≤ 1 %")
+
+    def interpreter(on: bool) -> Callable[[], float]:
+        def once() -> float:
+            t0 = time.perf_counter_ns()
+            subprocess.run([sys.executable, "-c", "pass"], env=_env(on), check=True)
+            return (time.perf_counter_ns() - t0) / 1000.0
+
+        return once
+
+    p = interleaved(rounds, interpreter(False), interpreter(True), None)
+    section.rows.append(Row.paired(f"`python -c pass`, {ENV_SWITCH}=1 vs unset", p))
+
+    ctx = multiprocessing.get_context("spawn")
+
+    def spawn_start(on: bool, target: Callable[[], None]) -> Callable[[], float]:
+        def once() -> float:
+            saved = os.environ.get(ENV_SWITCH)
+            if on:
+                os.environ[ENV_SWITCH] = "1"
+            try:
+                proc = ctx.Process(target=target)
+                gc.collect()
+                t0 = time.perf_counter_ns()
+                proc.start()
+                proc.join()
+                t1 = time.perf_counter_ns()
+            finally:
+                if saved is None:
+                    os.environ.pop(ENV_SWITCH, None)
+                else:
+                    os.environ[ENV_SWITCH] = saved
+            if proc.exitcode != 0:
+                raise RuntimeError(f"benchmark child exited with {proc.exitcode}")
+            return (t1 - t0) / 1000.0
+
+        return once
+
+    for what, target in (
+        ("spawn start+join, child runs a no-op target", child),
+        ("spawn start+join, child creates one Lock (activation fires)", child_making_lock),
+    ):
+        spawn_start(False, target)()
+        p = interleaved(rounds, spawn_start(False, target), spawn_start(True, target), None)
+        section.rows.append(Row.paired(f"{what}, children activated", p, budget))
+    section.notes.append(
+        f"native: {ENV_SWITCH} unset; mpsanitizer: {ENV_SWITCH}=1 in the child's environment "
+        "(the `.pth` line arms it at interpreter start); this process stays native on both "
+        "sides, so the rows show what an activated child costs"
+    )
+
+
+# ---------------------------------------------------------------------------
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -767,6 +852,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
     if opts.rounds is not None and opts.rounds < 2:
         parser.error("--rounds must be at least 2")
+
+    # Children must be native unless a row says otherwise.
+    switch = os.environ.pop(ENV_SWITCH, None)
 
     import mpsanitizer
 
@@ -801,6 +889,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"{env['cpus']} CPUs, mpsanitizer {env['mpsanitizer']}, wrapt {env['wrapt']}"
         + (", --quick" if opts.quick else "")
     )
+    if switch is not None:
+        print(f"({ENV_SWITCH}={switch} was removed from the environment for this run)")
     print(
         "native/mpsanitizer: medians; delta: median of per-round differences; "
         "ratio: median of per-round ratios (interquartile range)\n"
@@ -859,6 +949,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             s.rounds_label = ", ".join(f"{m} {n}" for m, n in starts.items())
             sections.append(s)
             print(s.render() + "\n")
+    if "activation" in only:
+        section = Section(
+            "activation", "4. Activation from the environment (spawn children)", starts["spawn"]
+        )
+        t0 = time.perf_counter()
+        bench_activation(section, starts["spawn"])
+        section.seconds = time.perf_counter() - t0
+        sections.append(section)
+        print(section.render() + "\n")
     total = time.perf_counter() - started
     print(
         f"total {total:.0f} s ("

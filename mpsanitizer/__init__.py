@@ -9,8 +9,6 @@ that could not survive the hand-off exists.
 PYTEST_DONT_REWRITE
 """
 
-from __future__ import annotations
-
 from .config import DEFAULT_STACK_DEPTH, Settings
 
 TYPE_CHECKING = False
@@ -34,7 +32,7 @@ def enable(
     mode: str = "error",
     strict: bool = False,
     stack_depth: int = DEFAULT_STACK_DEPTH,
-    log_path: str | None = None,
+    log_path: "str | None" = None,
 ) -> None:
     """Turn the sanitizer on in this process (idempotent, thread-safe).
 
@@ -62,7 +60,7 @@ def is_enabled() -> bool:
     return settings() is not None
 
 
-def settings() -> Optional[Settings]:
+def settings() -> "Optional[Settings]":
     """The settings in force, or None when the sanitizer is off."""
     from . import lazy, patches
 

@@ -4,8 +4,6 @@ Imported at interpreter start in every activated process: stdlib-light on purpos
 (no dataclasses, no typing at run time).
 """
 
-from __future__ import annotations
-
 import os
 
 MODES = ("error", "warn")
@@ -29,14 +27,14 @@ class Settings:
     mode: str
     strict: bool
     stack_depth: int
-    log_path: str | None
+    log_path: "str | None"
 
     def __init__(
         self,
         mode: str = "error",
         strict: bool = False,
         stack_depth: int = DEFAULT_STACK_DEPTH,
-        log_path: str | None = None,
+        log_path: "str | None" = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mpsanitizer: mode must be one of {', '.join(MODES)}, not {mode!r}")

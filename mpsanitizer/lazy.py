@@ -9,8 +9,6 @@ swaps them all for the wrapt patches of :mod:`mpsanitizer.patches` and carries
 on. A child that only runs its target never pays more than the hook.
 """
 
-from __future__ import annotations
-
 import sys
 from _thread import RLock
 
@@ -21,7 +19,7 @@ if TYPE_CHECKING:
     from .config import Settings
 
 # module -> [(attribute path, kind)], kind: "method" (class attribute) or "function"
-_POINTS: Dict[str, List[Tuple[str, str]]] = {
+_POINTS: "Dict[str, List[Tuple[str, str]]]" = {
     "multiprocessing.synchronize": [
         ("SemLock.__init__", "method"),
         ("Condition.__init__", "method"),
@@ -39,27 +37,27 @@ _POINTS: Dict[str, List[Tuple[str, str]]] = {
 }
 
 _lock = RLock()
-_settings: Optional[Settings] = None
-_installed: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, trampoline)
-_watcher: Optional[_Watcher] = None
+_settings: "Optional[Settings]" = None
+_installed: "List[Tuple[Any, str, Any, Any]]" = []  # (owner, name, original, trampoline)
+_watcher: "Optional[_Watcher]" = None
 
 
-def _resolve(module: Any, path: str) -> Tuple[Any, str]:
+def _resolve(module: "Any", path: str) -> "Tuple[Any, str]":
     owner_name, _, name = path.rpartition(".")
     return (getattr(module, owner_name) if owner_name else module), name
 
 
-def _trampoline(owner: Any, name: str, original: Callable, kind: str) -> Callable:
+def _trampoline(owner: "Any", name: str, original: "Callable", kind: str) -> "Callable":
     if kind == "method":
 
-        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        def method(self: "Any", *args: "Any", **kwargs: "Any") -> "Any":
             fire()
             return getattr(owner, name)(self, *args, **kwargs)
 
         method.__wrapped__ = original  # type: ignore[attr-defined]
         return method
 
-    def function(*args: Any, **kwargs: Any) -> Any:
+    def function(*args: "Any", **kwargs: "Any") -> "Any":
         fire()
         return getattr(owner, name)(*args, **kwargs)
 
@@ -67,7 +65,7 @@ def _trampoline(owner: Any, name: str, original: Callable, kind: str) -> Callabl
     return function
 
 
-def _install(module_name: str, module: Any) -> None:
+def _install(module_name: str, module: "Any") -> None:
     with _lock:
         if _settings is None:
             return
@@ -82,14 +80,14 @@ def _install(module_name: str, module: Any) -> None:
 class _HookedLoader:
     """Delegates to the real loader, then installs the module's trampolines."""
 
-    def __init__(self, loader: Any, name: str) -> None:
+    def __init__(self, loader: "Any", name: str) -> None:
         self._loader = loader
         self._name = name
 
-    def create_module(self, spec: Any) -> Any:
+    def create_module(self, spec: "Any") -> "Any":
         return self._loader.create_module(spec)
 
-    def exec_module(self, module: Any) -> None:
+    def exec_module(self, module: "Any") -> None:
         module.__loader__ = module.__spec__.loader = self._loader
         self._loader.exec_module(module)
         try:
@@ -99,14 +97,14 @@ class _HookedLoader:
                 f"mpsanitizer: could not arm {self._name} ({exc}); running without it\n"
             )
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> "Any":
         return getattr(self._loader, name)
 
 
 class _Watcher:
     """Hooks the import of the multiprocessing modules that hold patch points."""
 
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+    def find_spec(self, name: str, path: "Any" = None, target: "Any" = None) -> "Any":
         if name not in _POINTS or name in sys.modules:
             return None
         spec = _path_finder().find_spec(name, path, target)
@@ -116,12 +114,12 @@ class _Watcher:
         return spec
 
 
-def _path_finder() -> Any:
+def _path_finder() -> "Any":
     """The interpreter's own PathFinder, found without importing importlib."""
     return next(f for f in sys.meta_path if getattr(f, "__name__", "") == "PathFinder")
 
 
-def arm(settings: Settings) -> None:
+def arm(settings: "Settings") -> None:
     """Activate cheaply: trampolines now or at import, wrapt patches at first use."""
     global _settings, _watcher
     with _lock:
@@ -138,7 +136,7 @@ def arm(settings: Settings) -> None:
             sys.meta_path.insert(0, _watcher)
 
 
-def disarm() -> Optional[Settings]:
+def disarm() -> "Optional[Settings]":
     """Remove the trampolines and the import hook; return the armed settings."""
     global _settings, _watcher
     with _lock:
@@ -154,7 +152,7 @@ def disarm() -> Optional[Settings]:
         return settings
 
 
-def armed_settings() -> Optional[Settings]:
+def armed_settings() -> "Optional[Settings]":
     return _settings
 
 

@@ -6,8 +6,6 @@ leaves it off (``0``, ``false``, ``no``, ``off``, empty). ``MPSANITIZE_OPTIONS``
 (``log_path`` must therefore contain neither).
 """
 
-from __future__ import annotations
-
 import os
 
 from .config import MAX_STACK_DEPTH, Settings
@@ -35,7 +33,9 @@ class OptionError(ValueError):
     """A bad option value: reported as one line, never a traceback."""
 
 
-def toggle_value(environ: Mapping[str, str], source: str = TOGGLE) -> Optional[Dict[str, object]]:
+def toggle_value(
+    environ: "Mapping[str, str]", source: str = TOGGLE
+) -> "Optional[Dict[str, object]]":
     """Options implied by ``MPSANITIZE``, or None when it leaves the sanitizer off."""
     raw = environ.get(TOGGLE, "").strip().lower()
     if raw in OFF:
@@ -48,7 +48,7 @@ def toggle_value(environ: Mapping[str, str], source: str = TOGGLE) -> Optional[D
     return dict(ON[raw])
 
 
-def parse_pairs(text: str, source: str = OPTIONS) -> Dict[str, object]:
+def parse_pairs(text: str, source: str = OPTIONS) -> "Dict[str, object]":
     """``mode=warn:strict=1:stack_depth=12`` -> typed values."""
     values: Dict[str, object] = {}
     for item in filter(None, (part.strip() for part in text.replace(",", ":").split(":"))):
@@ -94,7 +94,7 @@ def convert(key: str, value: object, source: str) -> object:
     raise OptionError(f"{source}: unknown option {key!r} (known: {', '.join(KEYS)})")
 
 
-def settings_from(*layers: Mapping[str, object]) -> Settings:
+def settings_from(*layers: "Mapping[str, object]") -> "Settings":
     """Merge option layers, lowest precedence first."""
     merged: Dict[str, object] = {}
     for layer in layers:
@@ -102,7 +102,7 @@ def settings_from(*layers: Mapping[str, object]) -> Settings:
     return Settings(**merged)  # type: ignore[arg-type]
 
 
-def from_environment(environ: Mapping[str, str]) -> Optional[Settings]:
+def from_environment(environ: "Mapping[str, str]") -> "Optional[Settings]":
     """Settings when the environment turns the sanitizer on, else None."""
     toggle = toggle_value(environ)
     if toggle is None:
@@ -110,7 +110,7 @@ def from_environment(environ: Mapping[str, str]) -> Optional[Settings]:
     return settings_from(parse_pairs(environ.get(OPTIONS, "")), toggle)
 
 
-def to_environment(settings: Settings) -> Dict[str, str]:
+def to_environment(settings: "Settings") -> "Dict[str, str]":
     """The variables that make child interpreters run with these settings."""
     pairs = f"mode={settings.mode}:strict={int(settings.strict)}:stack_depth={settings.stack_depth}"
     if settings.log_path:

@@ -1,8 +1,6 @@
 """Activation from the environment, run by the ``mpsanitizer.pth`` line at
 interpreter start when ``MPSANITIZE`` is set. Never raises."""
 
-from __future__ import annotations
-
 import os
 import sys
 

@@ -310,3 +310,65 @@ def test_log_path_writes_one_json_lines_file_per_process(tmp_path: Path) -> None
                                         "function": "child"}  # fmt: skip
     assert record["started_at"][-1]["line"] == 9
     assert record["process_class"] == "ForkServerProcess"
+
+
+TREE = """
+import concurrent.futures, json, multiprocessing, os, subprocess, sys, tempfile
+from multiprocessing.managers import SyncManager
+
+def active():
+    import mpsanitizer
+    return mpsanitizer.is_enabled()
+
+def report(queue, name):
+    queue.put((name, active()))
+
+def grandparent(queue, method):
+    report(queue, f"{method} child")
+    ctx = multiprocessing.get_context(method)
+    p = ctx.Process(target=report, args=(queue, f"{method} grandchild")); p.start(); p.join()
+
+def write_probe(path):
+    with open(path, "w") as handle:
+        handle.write(json.dumps(active()))
+
+if __name__ == "__main__":
+    results = {"top": active()}
+    for method in ("fork", "spawn", "forkserver"):
+        ctx = multiprocessing.get_context(method)
+        queue = ctx.Queue()
+        p = ctx.Process(target=grandparent, args=(queue, method)); p.start(); p.join()
+        results.update(dict(queue.get(timeout=60) for _ in range(2)))
+        with ctx.Pool(1) as pool:
+            results[f"{method} pool worker"] = pool.apply(active)
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+            results[f"{method} executor worker"] = ex.submit(active).result(60)
+        probe = os.path.join(tempfile.mkdtemp(), "probe")
+        manager = SyncManager(ctx=ctx)
+        manager.start(initializer=write_probe, initargs=(probe,))
+        manager.shutdown()
+        with open(probe) as handle:
+            results[f"{method} manager server"] = json.load(handle)
+    code = "import mpsanitizer; print(mpsanitizer.is_enabled())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    results["python subprocess"] = out.strip() == "True"
+    print(json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("way", ["runner", "environment"])
+def test_every_process_of_the_tree_is_active(tmp_path: Path, way: str) -> None:
+    (tmp_path / "tree.py").write_text(TREE)
+    if way == "runner":
+        result = python(["-m", "mpsanitizer", "tree.py"], tmp_path)
+    else:
+        result = python(["tree.py"], tmp_path, {"MPSANITIZE": "1"})
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout)
+    assert len(results) == 1 + 3 * 5 + 1
+    assert {name for name, on in results.items() if not on} == set()
+
+
+def test_nothing_is_imported_when_the_toggle_is_off(tmp_path: Path) -> None:
+    result = python(["-X", "importtime", "-c", "pass"], tmp_path, {"MPSANITIZE": "0"})
+    assert "mpsanitizer" not in result.stderr
