@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Union
 
 from .findings import Finding
 from .report import format_report
@@ -17,12 +17,16 @@ class ContextMismatchError(RuntimeError):
 
     __module__ = "mpsanitizer"
 
-    def __init__(self, findings: Sequence[Finding]) -> None:
-        self.findings: List[Finding] = list(findings)
+    def __init__(self, findings: Union[Sequence[Finding], str]) -> None:
+        if isinstance(findings, str):  # rebuilt from its text (pytest-xdist does this)
+            self.findings: List[Finding] = []
+            super().__init__(findings)
+            return
+        self.findings = list(findings)
         super().__init__(format_report(self.findings))
 
     def __reduce__(self):  # type: ignore[override]
-        return type(self), (self.findings,)
+        return type(self), (self.findings or str(self),)
 
 
 class ContextMixingWarning(RuntimeWarning):
@@ -31,10 +35,15 @@ class ContextMixingWarning(RuntimeWarning):
 
     __module__ = "mpsanitizer"
 
-    def __init__(self, finding: Finding) -> None:
+    def __init__(self, finding: Union[Finding, str]) -> None:
+        if isinstance(finding, str):  # rebuilt from its text (pytest-xdist does this)
+            self.finding: Optional[Finding] = None
+            self.findings: List[Finding] = []
+            super().__init__(finding)
+            return
         self.finding = finding
         self.findings = [finding]
         super().__init__(format_report(self.findings))
 
     def __reduce__(self):  # type: ignore[override]
-        return type(self), (self.finding,)
+        return type(self), (self.finding if self.finding is not None else str(self),)

@@ -26,6 +26,7 @@ from .config import Settings
 
 MARKER = "no_mpsanitize"
 FIXTURE = "mpsanitizer_findings"
+_SESSION_LOG = "MPSANITIZE_PYTEST_LOG"
 
 
 class _Session:
@@ -110,7 +111,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     session: Optional[_Session] = None
     if settings is not None:
         own_dir = None
-        if not settings.log_path:
+        # A log prefix inherited from a controlling pytest (an xdist worker) is not
+        # ours to read: each pytest process reads only its own processes' findings.
+        if not settings.log_path or settings.log_path == os.environ.get(_SESSION_LOG):
             own_dir = tempfile.mkdtemp(prefix="mpsanitizer-")
             settings = Settings(
                 settings.mode, settings.strict, settings.stack_depth,
@@ -118,6 +121,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             )  # fmt: skip
         session = _Session(settings, source, own_dir)
         os.environ.update(options.to_environment(settings))
+        if own_dir:
+            os.environ[_SESSION_LOG] = settings.log_path or ""
         from . import patches
 
         patches.enable(settings)

@@ -125,3 +125,13 @@ def test_bad_values_are_one_clear_error(suite, monkeypatch) -> None:
     assert result.ret != 0
     assert "--mpsanitize='loud' is not understood" in result.stderr.str()
     assert "Traceback" not in result.stderr.str()
+
+
+def test_works_under_xdist(suite, monkeypatch) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    result = suite.runpytest_subprocess("-n", "2", "--mpsanitize", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, failed=3)
+    text = result.stdout.str()
+    for name in ("test_swallowed", "test_in_thread", "test_in_child"):
+        assert f"FAILED test_suite.py::{name}" in text
