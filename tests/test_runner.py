@@ -372,3 +372,11 @@ def test_every_process_of_the_tree_is_active(tmp_path: Path, way: str) -> None:
 def test_nothing_is_imported_when_the_toggle_is_off(tmp_path: Path) -> None:
     result = python(["-X", "importtime", "-c", "pass"], tmp_path, {"MPSANITIZE": "0"})
     assert "mpsanitizer" not in result.stderr
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="sys.orig_argv is new in 3.10")
+def test_resource_tracker_is_skipped(tmp_path: Path) -> None:
+    # the tracker is started as `python -c 'from multiprocessing.resource_tracker import main...'`
+    code = "import mpsanitizer; print(mpsanitizer.is_enabled())  # multiprocessing.resource_tracker"
+    result = python(["-c", code], tmp_path, {"MPSANITIZE": "1"})
+    assert result.stdout.strip() == "False", result.stderr
