@@ -29,7 +29,6 @@ import platform
 import resource
 import statistics
 import sys
-import threading
 import time
 from multiprocessing import context, reduction, spawn
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -163,9 +162,10 @@ def interleaved(
     rounds: int,
     native: Callable[[], float],
     sanitized: Callable[[], float],
-    toggle: Optional[Toggle],
+    toggle: Optional[Any],
 ) -> Paired:
-    """``rounds`` rounds; even rounds native first, odd rounds sanitized first."""
+    """``rounds`` rounds; even rounds native first, odd rounds sanitized first.
+    ``toggle`` (``on()``/``off()``, e.g. :class:`Toggle`) brackets each sanitized sample."""
     nat: List[float] = []
     san: List[float] = []
     for r in range(rounds):
@@ -429,6 +429,41 @@ def _fake_classes(semlock_wrapper: Any = None, composite_wrapper: Any = None) ->
     return FakeLock, FakeQueue
 
 
+class PartialHook:
+    """Puts one wrapper on ``SemLock.__init__`` (as enable() does), optionally with
+    ``stacks.capture`` replaced by a constant, for the sanitized half of a round."""
+
+    def __init__(self, wrapper: Any, capture: bool) -> None:
+        self.wrapper = wrapper
+        self.capture = capture
+        self.saved: Any = None
+
+    def on(self) -> None:
+        from multiprocessing import synchronize
+
+        import wrapt
+
+        from mpsanitizer import stacks
+
+        self.original = vars(synchronize.SemLock)["__init__"]
+        synchronize.SemLock.__init__ = wrapt.FunctionWrapper(  # type: ignore[method-assign]
+            self.original, self.wrapper
+        )
+        if not self.capture:
+            self.saved = stacks.capture
+            stacks.capture = lambda depth, skip=1: ()
+
+    def off(self) -> None:
+        from multiprocessing import synchronize
+
+        from mpsanitizer import stacks
+
+        synchronize.SemLock.__init__ = self.original  # type: ignore[method-assign]
+        if self.saved is not None:
+            stacks.capture = self.saved
+            self.saved = None
+
+
 def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
     from mpsanitizer import origins, stacks
 
@@ -451,9 +486,22 @@ def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
     def alone(what: str, fn: Callable[[], Any]) -> None:
         section.rows.append(Row.alone(what, single(section.rounds, loop_timer(fn, number))))
 
-    # The hooks with the thread-local ``origin`` never set (a thread that has not yet
-    # created a Queue/Event/Value), as in the creation rows above.
-    origins.tracker.local = threading.local()
+    # The hooks on a fresh thread-local (a thread that has not yet created a
+    # Queue/Event/Value), as in the creation rows above.
+    origins.tracker.local = type(origins.tracker.local)()
+
+    # In situ: the real ctx.Lock(), with only part of the hook on SemLock.__init__.
+    real = loop_timer(ctx.Lock, max(10, int(1000 * scale)))
+    for what, wrapper, capture in (
+        ("real `ctx.Lock()`: wrapt pass-through on `SemLock.__init__` only", passthrough, True),
+        ("real `ctx.Lock()`: `track_semlock` with stack capture stubbed out", None, False),
+        ("real `ctx.Lock()`: `track_semlock` (as `enable()` installs it)", None, True),
+    ):
+        variant = PartialHook(wrapper or origins.track_semlock, capture)
+        real()
+        section.rows.append(Row.paired(what, interleaved(section.rounds, real, real, variant)))
+        origins.tracker.local = type(origins.tracker.local)()
+
     pair(
         "fake Lock: wrapt pass-through wrapper only",
         lambda: plain_lock(ctx=ctx),
@@ -475,17 +523,21 @@ def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
         "part: `Origin(stack, pid)` (stack given)",
         lambda: origins.Origin((), 0),
     )
-    missing = threading.local()
-    present = threading.local()
-    present.origin = None
-    alone("part: thread-local read, attribute never set", lambda: getattr(missing, "origin", None))
-    alone("part: thread-local read, attribute set", lambda: getattr(present, "origin", None))
+    # The tracker's own thread-local type, fresh (as in a thread that has not yet
+    # created a composite) and after a composite has set ``origin`` back to None.
+    fresh = type(origins.tracker.local)()
+    used = type(origins.tracker.local)()
+    used.origin = None
+    alone("part: thread-local read, fresh thread", lambda: getattr(fresh, "origin", None))
+    alone("part: thread-local read, after a composite", lambda: getattr(used, "origin", None))
     alone("part: `ctx.get_start_method()`", ctx.get_start_method)
     lock = plain_lock(ctx=ctx)
     alone("part: `setattr(semlock, ATTRIBUTE, origin)`", lambda: setattr(lock, "_x", None))
-    origins.tracker.local = threading.local()
+    origins.tracker.local = type(origins.tracker.local)()
     section.notes.append(
-        "fake classes have the call shape of `SemLock`/`Lock`/`Queue` (the `SemLock.__init__` "
+        "real rows: the real `ctx.Lock()` with only the named part of the hook on "
+        "`SemLock.__init__` (the creation row above has the whole sanitizer); fake "
+        "classes have the call shape of `SemLock`/`Lock`/`Queue` (the `SemLock.__init__` "
         "call goes through the class attribute, as `synchronize.Lock` does) but make no system "
         "call, so the hook's cost is measured without `sem_open` noise"
     )

@@ -29,8 +29,8 @@ def seen_findings() -> List[Finding]:
     return list(_seen)
 
 
-FORK_WALK_BUDGET = 256
-FORK_WALK_PER_CONTAINER = 32
+FORK_WALK_BUDGET = 64
+FORK_WALK_PER_CONTAINER = 16
 
 
 def report_fault(where: str, exc: BaseException) -> None:
@@ -148,12 +148,12 @@ class Checker:
     def _walk_fork(self, proc: Any) -> List[Hit]:
         hits: List[Hit] = []
 
-        def visit(path: str, obj: Any) -> bool:
+        def visit(node: Any, obj: Any) -> bool:
             if not kinds.is_tracked(obj):
                 return True
             verdict = judge(obj, "fork")
             if verdict is not None:
-                hits.append((obj, verdict, path))
+                hits.append((obj, verdict, walk.path_of(node)))
             return False
 
         walk.walk(walk.process_roots(proc), visit, FORK_WALK_BUDGET, FORK_WALK_PER_CONTAINER)

@@ -35,17 +35,21 @@ class Origin:
 _serials = itertools.count()
 
 
+class _Local(threading.local):
+    origin: Optional[Origin] = None  # a class default: reading it never raises
+
+
 class _Tracker:
     """Per-process state of the creation hooks."""
 
     def __init__(self) -> None:
-        self.local = threading.local()
+        self.local = _Local()
         self.pid = os.getpid()
         self.depth = 8
         self.on_fault: Callable[[str, BaseException], None] = lambda where, exc: None
 
     def reset_after_fork(self) -> None:
-        self.local = threading.local()
+        self.local = _Local()
         self.pid = os.getpid()
 
 
@@ -65,7 +69,7 @@ def _default_start_method() -> str:
 def track_composite(wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
     """wrapt wrapper for Queue, Event, Condition, Barrier, Value, Array constructors."""
     local = tracker.local
-    if getattr(local, "origin", None) is not None:
+    if local.origin is not None:
         return wrapped(*args, **kwargs)
     try:
         local.origin = Origin(stacks.capture(tracker.depth), tracker.pid)
@@ -82,7 +86,7 @@ def track_semlock(wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -
     """wrapt wrapper for ``SemLock.__init__``: every Lock-like object passes here."""
     wrapped(*args, **kwargs)
     try:
-        origin = getattr(tracker.local, "origin", None)
+        origin = tracker.local.origin
         if origin is None:
             origin = Origin(stacks.capture(tracker.depth), tracker.pid)
         if origin.start_method is None:

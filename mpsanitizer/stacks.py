@@ -78,14 +78,33 @@ def capture(depth: int, skip: int = 1) -> RawStack:
         frame = frame.f_back
     out: List[Tuple[CodeType, int]] = []
     while frame is not None and len(out) < depth and frame.f_code not in STOP_CODES:
-        out.append((frame.f_code, frame.f_lineno))
+        out.append((frame.f_code, frame.f_lasti))  # f_lineno would compute a line now
         frame = frame.f_back
     return tuple(out)
 
 
+def line_of(code: CodeType, lasti: int) -> int:
+    """The line of the instruction at byte offset ``lasti``."""
+    if hasattr(code, "co_lines"):  # 3.10+
+        for start, end, line in code.co_lines():
+            if start <= lasti < end and line is not None:
+                return line
+        return code.co_firstlineno
+    import dis
+
+    line = code.co_firstlineno
+    for offset, start_line in dis.findlinestarts(code):
+        if offset > lasti:
+            break
+        line = start_line
+    return line
+
+
 def resolve(raw: RawStack) -> List[Frame]:
     """Turn a raw stack into frames, outermost first (most recent call last)."""
-    return [Frame(code.co_filename, lineno, code.co_name) for code, lineno in reversed(raw)]
+    return [
+        Frame(code.co_filename, line_of(code, lasti), code.co_name) for code, lasti in reversed(raw)
+    ]
 
 
 def format_frames(frames: List[Frame], indent: str = "  ") -> List[str]:

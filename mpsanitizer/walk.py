@@ -7,9 +7,9 @@ offender that the pickling scan found (``args[0]``, ``kwargs['cfg'].queue``,
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import types
+from itertools import islice
 from multiprocessing import process
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -83,80 +83,161 @@ def process_roots(proc: Any) -> Iterator[Tuple[str, Any]]:
             yield f"self.{name}", value
 
 
-def children(obj: Any, limit: Optional[int] = None) -> Iterator[Tuple[str, Any]]:
-    """The parts of ``obj`` that pickling would carry, with their path suffixes."""
+# How a child hangs from its parent: kind and key, formatted only when a path is needed.
+INDEX, KEY, KEY_OBJECT, ITEM, ATTR = range(5)
+Part = Tuple[int, Any, Any]  # (kind, key, child)
+
+
+def children(obj: Any, limit: Optional[int] = None) -> Iterator[Part]:
+    """The parts of ``obj`` that pickling would carry (at most ``limit`` per container)."""
     if isinstance(obj, (list, tuple)):
         for i, item in enumerate(obj if limit is None else obj[:limit]):
-            yield f"[{i}]", item
+            yield INDEX, i, item
     elif isinstance(obj, dict):
-        for n, (key, value) in enumerate(obj.items()):
-            if limit is not None and n >= limit:
-                break
+        for n, (key, value) in enumerate(islice(obj.items(), limit)):
             if type(key) not in ATOMIC:
-                yield f".keys()[{n}]", key
-            yield f"[{key!r}]", value
+                yield KEY_OBJECT, n, key
+            yield KEY, key, value
     elif isinstance(obj, (set, frozenset)):
-        for n, item in enumerate(obj):
-            if limit is not None and n >= limit:
-                break
-            yield f".<item {n}>", item
+        for n, item in enumerate(islice(obj, limit)):
+            yield ITEM, n, item
     elif isinstance(obj, functools.partial):
-        yield ".func", obj.func
-        for i, arg in enumerate(obj.args):
-            yield f".args[{i}]", arg
-        for key, value in (obj.keywords or {}).items():
-            yield f".keywords[{key!r}]", value
+        yield ATTR, "func", obj.func
+        yield ATTR, "args", obj.args
+        yield ATTR, "keywords", obj.keywords
     elif isinstance(obj, types.MethodType):
-        yield ".__self__", obj.__self__
+        yield ATTR, "__self__", obj.__self__
     elif not isinstance(obj, _OPAQUE):
         try:
             attrs = object.__getattribute__(obj, "__dict__")
         except AttributeError:
             attrs = None
         if isinstance(attrs, dict):
-            for name, value in list(attrs.items()):
-                yield f".{name}", value
-        for cls in type(obj).__mro__:
-            for slot in _slots(cls):
-                with contextlib.suppress(AttributeError):
-                    yield f".{slot}", object.__getattribute__(obj, slot)
+            for name, value in list(islice(attrs.items(), limit)):
+                yield ATTR, name, value
+        for slot in _slots(type(obj)):
+            value = _slot_value(obj, slot)
+            if value is not _UNSET:
+                yield ATTR, slot, value
+
+
+_UNSET = object()
+_SPECIAL = (list, tuple, dict, set, frozenset, functools.partial, types.MethodType)
+_PLAIN_CLASSES: Dict[type, None] = {}  # instances carry a __dict__ and nothing else
+
+
+def _is_plain(cls: type) -> bool:
+    """Instances whose pickled state is their ``__dict__``: no slots, no container base."""
+    if len(_PLAIN_CLASSES) >= 10_000 or _slots(cls) or issubclass(cls, _SPECIAL):
+        return False
+    if any(base not in (object,) and base.__module__ == "builtins" for base in cls.__mro__):
+        return False
+    return "__dict__" in dir(cls) and not issubclass(cls, _OPAQUE)
+
+
+def _slot_value(obj: Any, slot: str) -> Any:
+    try:
+        return object.__getattribute__(obj, slot)
+    except AttributeError:
+        return _UNSET
+
+
+def format_part(kind: int, key: Any) -> str:
+    if kind == INDEX:
+        return f"[{key}]"
+    if kind == KEY:
+        return f"[{key!r}]"
+    if kind == KEY_OBJECT:
+        return f".keys()[{key}]"
+    if kind == ITEM:
+        return f".<item {key}>"
+    return f".{key}"
+
+
+_slot_cache: Dict[type, Tuple[str, ...]] = {}
 
 
 def _slots(cls: type) -> Tuple[str, ...]:
-    slots = cls.__dict__.get("__slots__", ())
-    if isinstance(slots, str):
-        slots = (slots,)
-    return tuple(s for s in slots if s not in ("__dict__", "__weakref__"))
+    try:
+        return _slot_cache[cls]
+    except KeyError:
+        pass
+    names: List[str] = []
+    for base in cls.__mro__:
+        slots = base.__dict__.get("__slots__", ())
+        if isinstance(slots, str):
+            slots = (slots,)
+        names.extend(s for s in slots if s not in ("__dict__", "__weakref__"))
+    if len(_slot_cache) < 10_000:
+        _slot_cache[cls] = tuple(names)
+    return tuple(names)
+
+
+# A node of the walk: (parent node or root path, kind, key); paths are built on demand.
+Node = Tuple[Any, int, Any]
+
+
+def path_of(node: Any) -> str:
+    parts: List[str] = []
+    while isinstance(node, tuple):
+        node, kind, key = node
+        parts.append(format_part(kind, key))
+    parts.append(node)
+    return "".join(reversed(parts))
 
 
 def walk(
     roots: Iterator[Tuple[str, Any]],
-    visit: Callable[[str, Any], bool],
+    visit: Callable[[Any, Any], bool],
     budget: int,
     per_container: Optional[int] = None,
 ) -> bool:
-    """Depth-first walk calling ``visit(path, obj)``; descend where it returns True.
+    """Depth-first walk calling ``visit(node, obj)``; descend where it returns True.
 
-    Visits at most ``budget`` objects and ``per_container`` items of any one
-    container. Returns False when the walk was cut short.
+    ``path_of(node)`` names the object. Visits at most ``budget`` objects and
+    ``per_container`` items of any one container. Returns False when cut short.
     """
-    stack: List[Tuple[str, Any]] = list(roots)
+    stack: List[Tuple[Any, Any]] = [(path, obj) for path, obj in roots if type(obj) not in ATOMIC]
     stack.reverse()
     seen: Dict[int, Any] = {}
     while stack:
-        path, obj = stack.pop()
-        if type(obj) in ATOMIC:
-            continue
+        node, obj = stack.pop()
         if id(obj) in seen:
             continue
         seen[id(obj)] = obj
         budget -= 1
         if budget < 0:
             return False
-        if not visit(path, obj):
+        if not visit(node, obj):
+            continue
+        cls = type(obj)
+        if cls is list or cls is tuple:  # fast paths for the common shapes
+            items = obj if per_container is None else obj[:per_container]
+            for i in range(len(items) - 1, -1, -1):
+                if type(items[i]) not in ATOMIC:
+                    stack.append(((node, INDEX, i), items[i]))
+            continue
+        if cls is dict and all(type(k) in ATOMIC for k in islice(obj, per_container)):
+            entries = list(islice(obj.items(), per_container))
+            for key, value in reversed(entries):
+                if type(value) not in ATOMIC:
+                    stack.append(((node, KEY, key), value))
+            continue
+        if cls in _PLAIN_CLASSES:
+            attrs = object.__getattribute__(obj, "__dict__")
+            entries = list(islice(attrs.items(), per_container))
+            for name, value in reversed(entries):
+                if type(value) not in ATOMIC:
+                    stack.append(((node, ATTR, name), value))
             continue
         try:
-            parts = [(path + suffix, child) for suffix, child in children(obj, per_container)]
+            parts = [
+                ((node, kind, key), child)
+                for kind, key, child in children(obj, per_container)
+                if type(child) not in ATOMIC
+            ]
+            if _is_plain(cls):
+                _PLAIN_CLASSES[cls] = None
         except Exception:  # an object whose inspection raises: pickling would decide
             continue
         parts.reverse()
@@ -168,9 +249,9 @@ def locate(proc: Any, wanted: Dict[int, Any], budget: int = 200_000) -> Dict[int
     """Paths of the ``wanted`` objects (by id) inside what ``proc`` sends its child."""
     found: Dict[int, str] = {}
 
-    def visit(path: str, obj: Any) -> bool:
+    def visit(node: Any, obj: Any) -> bool:
         if id(obj) in wanted and id(obj) not in found:
-            found[id(obj)] = path
+            found[id(obj)] = path_of(node)
             return False
         return len(found) < len(wanted)
 
@@ -186,7 +267,8 @@ def _locate_by_reduce(
     """Second pass for objects reachable only through ``__reduce_ex__`` state."""
 
     def reduced(obj: Any) -> Iterator[Tuple[str, Any]]:
-        yield from children(obj)
+        for kind, key, child in children(obj):
+            yield format_part(kind, key), child
         if isinstance(obj, (list, tuple, dict, set, frozenset, _OPAQUE)):
             return
         try:
