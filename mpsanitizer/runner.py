@@ -141,7 +141,7 @@ def run(code: types.CodeType, module: types.ModuleType) -> int:
     return 0
 
 
-stacks.STOP_CODES.add(run.__code__)
+stacks.STOP_CODES[id(run.__code__)] = run.__code__
 
 
 def main(argv: Optional[List[str]] = None) -> int:

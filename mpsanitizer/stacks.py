@@ -47,14 +47,15 @@ def _internal_dirs() -> Tuple[str, ...]:
 
 
 _INTERNAL_DIRS: Tuple[str, ...] = ()
-STOP_CODES: set = set()  # frames below the user's program (the runner's exec)
-_internal_cache: Dict[CodeType, bool] = {}
+STOP_CODES: Dict[int, CodeType] = {}  # by id: frames below the user's program (the runner's exec)
+# Keyed by id(): hashing a code object hashes its bytecode and constants, every time.
+_internal_cache: Dict[int, Tuple[CodeType, bool]] = {}
 
 
 def is_internal(code: CodeType) -> bool:
     """True for frames of multiprocessing, concurrent.futures, wrapt and mpsanitizer."""
     try:
-        return _internal_cache[code]
+        return _internal_cache[id(code)][1]
     except KeyError:
         global _INTERNAL_DIRS
         if not _INTERNAL_DIRS:
@@ -63,7 +64,7 @@ def is_internal(code: CodeType) -> bool:
         if not os.path.isabs(filename):
             filename = os.path.abspath(filename)
         internal = filename.startswith(_INTERNAL_DIRS)
-        _internal_cache[code] = internal
+        _internal_cache[id(code)] = (code, internal)  # the code is kept: its id stays unique
         return internal
 
 
@@ -77,7 +78,7 @@ def capture(depth: int, skip: int = 1) -> RawStack:
     while frame is not None and is_internal(frame.f_code):
         frame = frame.f_back
     out: List[Tuple[CodeType, int]] = []
-    while frame is not None and len(out) < depth and frame.f_code not in STOP_CODES:
+    while frame is not None and len(out) < depth and id(frame.f_code) not in STOP_CODES:
         out.append((frame.f_code, frame.f_lasti))  # f_lineno would compute a line now
         frame = frame.f_back
     return tuple(out)
