@@ -100,3 +100,18 @@ def iter_tracked_inner(obj: Any) -> Iterator[Any]:
         if inner is not None and _entry(inner) is not None:
             yield inner
             yield from iter_tracked_inner(inner)
+
+
+def tracked_classes() -> List[type]:
+    """Every tracked class, user subclasses included (they may appear at any time)."""
+    found: List[type] = []
+    seen = set()
+    todo = list(_KNOWN)
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found

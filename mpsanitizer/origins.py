@@ -46,6 +46,9 @@ class _Tracker:
         self.local = _Local()
         self.pid = os.getpid()
         self.depth = 8
+        # Records of objects not born in a fork context: while there are none, no fork
+        # start can hand a child anything from another context, and its check is skipped.
+        self.foreign = 0
         self.on_fault: Callable[[str, BaseException], None] = lambda where, exc: None
 
     def reset_after_fork(self) -> None:
@@ -94,6 +97,8 @@ def track_semlock(wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -
             origin.start_method = (
                 ctx.get_start_method() if ctx is not None else _default_start_method()
             )
+            if origin.start_method != "fork":
+                tracker.foreign += 1
         setattr(instance, ATTRIBUTE, origin)
     except Exception as exc:
         tracker.on_fault("recording a SemLock's origin", exc)
