@@ -45,6 +45,19 @@ def start_nested(method):
 def test_in_child():
     p = SPAWN.Process(target=start_nested, args=("forkserver",)); p.start(); p.join()
 
+def bad_initializer():
+    lock = multiprocessing.get_context("fork").Lock()
+    multiprocessing.get_context("spawn").Process(target=touch, args=(lock,)).start()
+
+def test_broken_pool():
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=SPAWN, initializer=bad_initializer
+    ) as executor:
+        try:
+            executor.submit(int).result(timeout=60)
+        except concurrent.futures.process.BrokenProcessPool:
+            pass
+
 def test_warning_goes_to_the_summary():
     p = FORK.Process(target=touch, args=(SPAWN.Lock(),)); p.start(); p.join()
 
@@ -101,6 +114,7 @@ def test_findings_fail_the_test_wherever_they_happen(suite, monkeypatch, how) ->
         "test_swallowed": "FAILED",
         "test_in_thread": "FAILED",
         "test_in_child": "FAILED",
+        "test_broken_pool": "FAILED",
         "test_warning_goes_to_the_summary": "PASSED",
         "test_marked_off": "PASSED",
         "test_expected": "PASSED",
@@ -131,7 +145,7 @@ def test_works_under_xdist(suite, monkeypatch) -> None:
     pytest.importorskip("xdist")
     monkeypatch.delenv("MPSANITIZE", raising=False)
     result = suite.runpytest_subprocess("-n", "2", "--mpsanitize", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4, failed=3)
+    result.assert_outcomes(passed=4, failed=4)
     text = result.stdout.str()
-    for name in ("test_swallowed", "test_in_thread", "test_in_child"):
+    for name in ("test_swallowed", "test_in_thread", "test_in_child", "test_broken_pool"):
         assert f"FAILED test_suite.py::{name}" in text
