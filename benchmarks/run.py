@@ -1,7 +1,7 @@
 """What mpsanitizer costs, measured against native multiprocessing in the same run.
 
-    python benchmarks/run.py                  # full run (about a minute or two)
-    python benchmarks/run.py --quick          # fewer rounds, under 30 s
+    python benchmarks/run.py                  # full run (about 2 minutes on 2 cores)
+    python benchmarks/run.py --quick          # fewer rounds (about 20 s)
     python benchmarks/run.py --rounds 60      # the same number of rounds for every section
     python benchmarks/run.py --json out.json  # also write every raw sample
     python benchmarks/run.py --only creation,check
@@ -14,12 +14,14 @@ the per-round differences (delta) and the median of the per-round ratios, with t
 interquartile range of those ratios. Fast operations are timed in inner loops of
 hundreds or thousands of calls per round, with the garbage collector off.
 
-The sanitizer is only ever enabled in this (parent) process; children are native.
+The sanitizer is only ever enabled in this (parent) process; children are native,
+except in section 4 (activation from the environment). Results: docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import io
 import json
@@ -31,7 +33,7 @@ import statistics
 import sys
 import time
 from multiprocessing import context, reduction, spawn
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 # A user call site this many frames deep: stack capture keeps its full
 # ``stack_depth`` (8) frames, as it would in a real application.
@@ -127,6 +129,36 @@ def after_fork_timer(
         return total / number / 1000.0
 
     return lambda: _at_depth(CALL_DEPTH, run)
+
+
+class ForeignBorn:
+    """Whether this process holds a primitive born outside fork (a spawn or forkserver
+    context object): mpsanitizer skips the fork check until it does. Setting the
+    tracker's count is what creating ``get_context('spawn').Lock()`` under the
+    sanitizer does; ``None`` when the installed mpsanitizer has no such skip."""
+
+    def __init__(self) -> None:
+        from mpsanitizer import origins
+
+        self.tracker = origins.tracker
+        self.supported = hasattr(self.tracker, "foreign")
+
+    @contextlib.contextmanager
+    def state(self, present: bool) -> Iterator[None]:
+        if not self.supported:
+            yield
+            return
+        saved = self.tracker.foreign
+        self.tracker.foreign = 1 if present else 0
+        try:
+            yield
+        finally:
+            self.tracker.foreign = saved
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 class Toggle:
@@ -348,9 +380,9 @@ class Section:
             f"### {self.title}",
             "",
             f"rounds: {self.rounds_label}",
-            "",
-            markdown_table(self.rows),
         ]
+        if self.rows:
+            out += ["", markdown_table(self.rows)]
         if any(row.noise_limited() for row in self.rows):
             out += [
                 "",
@@ -584,6 +616,19 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
         vars(ForkPopenStub)["_launch"], checker.fork_launch
     )
     plain, checked = ForkPopenStub(), CheckedForkPopenStub()
+    foreign = ForeignBorn()
+    if foreign.supported:
+        proc = ctx.Process(target=child, args=SMALL_ARGS)
+        with foreign.state(False):
+            p = interleaved(
+                section.rounds,
+                loop_timer(lambda: plain._launch(proc), 2000),
+                loop_timer(lambda: checked._launch(proc), 2000),
+                None,
+            )
+        row = Row.paired("fork `_launch` hook, no object born outside fork (check skipped)", p)
+        row.ratio = row.ratio_iqr = None
+        section.rows.append(row)
     numbers = {
         "small args": 2000,
         "100k-element list": 1000,
@@ -601,12 +646,13 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
                 f"fork check alone (`_walk_fork`), {label}", single(section.rounds, walk), budget
             )
         )
-        p = interleaved(
-            section.rounds,
-            loop_timer(lambda proc=proc: plain._launch(proc), number),
-            loop_timer(lambda proc=proc: checked._launch(proc), number),
-            None,
-        )
+        with foreign.state(True):
+            p = interleaved(
+                section.rounds,
+                loop_timer(lambda proc=proc: plain._launch(proc), number),
+                loop_timer(lambda proc=proc: checked._launch(proc), number),
+                None,
+            )
         row = Row.paired(f"fork `_launch` hook (wrapt + check), {label}", p)
         row.ratio = row.ratio_iqr = None  # native is a no-op stub: a ratio means nothing
         section.rows.append(row)
@@ -639,6 +685,11 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
         "`_walk_fork` has no native counterpart (fork pickles nothing); the `_launch` rows "
         "time the wrapper enable() installs on `popen_fork.Popen._launch` around a no-op "
         "stub against the bare stub, i.e. everything a fork start pays before `os.fork()`"
+    )
+    section.notes.append(
+        "the per-argument `_launch` rows run as in a process that holds a primitive born "
+        "outside fork (a spawn or forkserver context object), which is when mpsanitizer "
+        "walks a fork child's arguments; until then it skips the walk (first `_launch` row)"
     )
     section.notes.append(
         "'right after a previous fork': each call follows a fork and reap of a child, as "
@@ -759,24 +810,37 @@ def bench_start(
     walls: List[Row] = []
     parents: List[Row] = []
     derived: List[Row] = []
-    for method in ("fork", "forkserver", "spawn"):
+    foreign = ForeignBorn()
+    runs: List[Tuple[str, Optional[bool]]] = [("fork", None)]
+    if foreign.supported:
+        runs = [("fork", False), ("fork", True)]
+    runs += [("forkserver", None), ("spawn", None)]
+    for method, born_outside in runs:
         ctx = multiprocessing.get_context(method)
         StartSampler(ctx, method, ()).sample(False)  # warm-up: forkserver, resource tracker
-        for label, args in _arg_sets():
+        suffix = ""
+        arg_sets = _arg_sets()
+        if born_outside is False:
+            suffix = " [check skipped: nothing born outside fork]"
+            arg_sets = [a for a in arg_sets if a[0] in ("small args", "10k plain objects")]
+        elif born_outside:
+            suffix = " [a spawn-context primitive exists: check runs]"
+        for label, args in arg_sets:
             sampler = StartSampler(ctx, method, args)
-            p = interleaved(
-                rounds[method],
-                lambda s=sampler: s.sample(False),
-                lambda s=sampler: s.sample(True),
-                toggle,
-            )
+            with foreign.state(bool(born_outside)) if born_outside is not None else _nothing():
+                p = interleaved(
+                    rounds[method],
+                    lambda s=sampler: s.sample(False),
+                    lambda s=sampler: s.sample(True),
+                    toggle,
+                )
             wall = Row.paired(
-                f"{method} start+join, {label}", p, budget if method != "fork" else None
+                f"{method} start+join, {label}{suffix}", p, budget if method != "fork" else None
             )
             walls.append(wall)
             if method == "fork":
                 limit = 10.0 if label == "small args" else 50.0
-                what = f"fork `start()` alone (parent side, check in situ), {label}"
+                what = f"fork `start()` alone (parent side, check in situ), {label}{suffix}"
                 parent_budget: Optional[Budget] = Budget("delta", limit, f"≤ {limit:.0f} µs added")
             else:
                 what = f"{method} `reduction.dump(process)` inside `start()`, {label}"
@@ -788,7 +852,7 @@ def bench_start(
             if wall.native:
                 derived.append(
                     Row(
-                        f"{method}: parent-side delta ÷ native start+join, {label}",
+                        f"{method}: parent-side delta ÷ native start+join, {label}{suffix}",
                         wall.native,
                         wall.native + parent.delta,
                         parent.delta,
@@ -806,6 +870,12 @@ def bench_start(
         "real `start()`, which is where mpsanitizer's check runs (its only other work in "
         "those starts is passing the `prep_data` dump through its wrapper)"
     )
+    if foreign.supported:
+        parent_section.notes.append(
+            "fork rows come in two states: before the process holds any primitive born "
+            "outside fork (mpsanitizer skips the walk) and as once it does (set through "
+            "mpsanitizer's own counter, which creating a spawn-context Lock increments)"
+        )
     parent_section.notes.append(
         "the last rows divide the parent-side delta by the native start+join median: the "
         "overhead that wall time alone cannot resolve"
@@ -901,7 +971,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Children must be native unless a row says otherwise.
     switch = os.environ.pop(ENV_SWITCH, None)
 
-    import mpsanitizer
+    try:
+        import mpsanitizer
+    except ImportError:  # run from a checkout that is not installed: use the checkout
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        import mpsanitizer
 
     if mpsanitizer.is_enabled():
         mpsanitizer.disable()
