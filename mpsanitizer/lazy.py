@@ -172,3 +172,35 @@ def fire() -> None:
                 f"mpsanitizer: could not activate ({type(exc).__name__}: {exc}); "
                 "running without it\n"
             )
+
+
+def _is_helper_process() -> bool:
+    """The resource tracker needs no sanitizer."""
+    argv = getattr(sys, "orig_argv", None) or []
+    return any("multiprocessing.resource_tracker" in arg for arg in argv)
+
+
+def activate_from_environment() -> None:
+    """Run by the ``mpsanitizer.pth`` line at interpreter start when ``MPSANITIZE`` is
+    set: arm with the environment's settings. A bad value is one line and exit 2."""
+    import os
+
+    from . import options
+
+    try:
+        settings = options.from_environment(os.environ)
+    except ValueError as exc:
+        message = str(exc)
+        if not message.startswith("mpsanitizer:"):
+            message = f"mpsanitizer: {message}"
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+        os._exit(2)
+    if settings is None or _is_helper_process():
+        return
+    try:
+        arm(settings)
+    except Exception as exc:
+        sys.stderr.write(
+            f"mpsanitizer: could not activate ({type(exc).__name__}: {exc}); running without it\n"
+        )

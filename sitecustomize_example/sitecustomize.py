@@ -26,6 +26,6 @@ def _chain_next_sitecustomize():
 _chain_next_sitecustomize()
 
 if os.environ.get("MPSANITIZE", "").strip().lower() not in ("", "0", "false", "no", "off"):
-    from mpsanitizer.startup import activate
+    from mpsanitizer.lazy import activate_from_environment
 
-    activate()
+    activate_from_environment()
