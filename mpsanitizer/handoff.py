@@ -8,10 +8,8 @@ twice. fork pickles nothing: a bounded walk of the process object does.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import pickle
-import sys
 import warnings
 from multiprocessing import context, process, reduction
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -19,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import jsonlog, kinds, origins, stacks, walk
 from .config import Settings
 from .errors import ContextMismatchError, ContextMixingWarning
+from .faults import report_fault
 from .findings import Finding, Verdict, judge
 
 Hit = Tuple[Any, Verdict, Optional[str]]
@@ -33,15 +32,6 @@ def seen_findings() -> List[Finding]:
 
 FORK_WALK_BUDGET = 64
 FORK_WALK_PER_CONTAINER = 16
-
-
-def report_fault(where: str, exc: BaseException) -> None:
-    """Our own bug: one line on stderr, and the user's program goes on."""
-    with contextlib.suppress(Exception):
-        sys.stderr.write(
-            f"mpsanitizer: internal error while {where} ({type(exc).__name__}: {exc}); "
-            "continuing without this check\n"
-        )
 
 
 class _ScanningPickler(reduction.ForkingPickler):
@@ -77,7 +67,7 @@ class _ScanningPickler(reduction.ForkingPickler):
         """Record a finding for ``obj``; True when it must be elided."""
         if id(obj) in self.covered:
             return False
-        for inner in kinds.iter_tracked_inner(obj):
+        for inner in kinds.nested(obj)[1:]:
             self.covered[id(inner)] = inner
         verdict = judge(obj, self.target)
         if verdict is None:
@@ -129,43 +119,36 @@ class Checker:
         popen = context.get_spawning_popen()
         if popen is None or not isinstance(obj, process.BaseProcess):
             return wrapped(*args, **kwargs)
-        error = self._checked_dump(wrapped, obj, popen, *args[1:], **kwargs)
+        error = self._checked_dump(wrapped, popen, *args, **kwargs)
         if error is not None:
             raise error
 
     # -- checks -------------------------------------------------------------
 
     def _checked_dump(
-        self,
-        wrapped: Callable,
-        proc: Any,
-        popen: Any,
-        file: Any = None,
-        protocol: Optional[int] = None,
-        **kwargs: Any,
+        self, wrapped: Callable, popen: Any, obj: Any, file: Any, protocol: Optional[int] = None
     ) -> Optional[BaseException]:
-        file = kwargs.pop("file", file)
-        protocol = kwargs.pop("protocol", protocol)
+        """``reduction.dump(obj, file, protocol)`` of a process, through the scanning pickler."""
         target = getattr(popen, "method", None) or "spawn"
         try:
             pickler = _ScanningPickler(file, protocol, target, self.settings.mode == "error")
         except Exception as exc:
             report_fault("preparing the start check", exc)
-            wrapped(proc, file, protocol)
+            wrapped(obj, file, protocol)
             return None
         try:
-            pickler.dump(proc)
+            pickler.dump(obj)
         except BaseException as native:
             # The start fails natively (an unpicklable argument, CPython's own
             # check in warn mode): report what was seen, then let it through.
-            findings = self._safe_findings(proc, target, pickler.hits)
+            findings = self._safe_findings(obj, target, pickler.hits)
             error = self._deliver(findings, cause=native)
             if error is None:
                 raise
             return error
         if pickler.fault is not None:
             report_fault("scanning a process's arguments", pickler.fault)
-        return self._deliver(self._safe_findings(proc, target, pickler.hits))
+        return self._deliver(self._safe_findings(obj, target, pickler.hits))
 
     def _walk_fork(self, proc: Any) -> List[Hit]:
         hits: List[Hit] = []
@@ -259,14 +242,3 @@ class Checker:
             site.filename if site else "<unknown>",
             site.lineno if site else 0,
         )
-
-
-def scan_bytes_equal(obj: Any, protocol: Optional[int] = None) -> bool:
-    """Debug helper: True when the scanning pickler writes what ForkingPickler writes."""
-    import io
-
-    plain = io.BytesIO()
-    reduction.ForkingPickler(plain, protocol).dump(obj)
-    scanned = io.BytesIO()
-    _ScanningPickler(scanned, protocol, "spawn", elide=False).dump(obj)
-    return plain.getvalue() == scanned.getvalue()

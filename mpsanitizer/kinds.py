@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from multiprocessing import queues, sharedctypes, synchronize
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 # (class, factory name users call, attributes holding SemLocks or composites)
 _TABLE: Tuple[Tuple[type, str, Tuple[str, ...]], ...] = (
@@ -68,38 +68,26 @@ def display_name(obj: Any) -> str:
     return cls.__qualname__
 
 
-def semlocks_of(obj: Any) -> List[Any]:
-    """Every SemLock inside a tracked object, the object itself for a SemLock."""
+def nested(obj: Any) -> List[Any]:
+    """``obj`` and every tracked object inside it (a Queue's locks, an Event's condition
+    and its semaphores...), outermost first; empty for an untracked object."""
     found: List[Any] = []
     seen = set()
-
-    def visit(item: Any) -> None:
-        if item is None or id(item) in seen:
-            return
-        seen.add(id(item))
-        if isinstance(item, synchronize.SemLock):
-            found.append(item)
-            return
-        entry = _entry(item)
+    todo = [obj]
+    while todo:
+        item = todo.pop()
+        entry = _entry(item) if item is not None and id(item) not in seen else None
         if entry is None:
-            return
-        for attr in entry[1]:
-            visit(getattr(item, attr, None))
-
-    visit(obj)
+            continue
+        seen.add(id(item))
+        found.append(item)
+        todo.extend(getattr(item, attr, None) for attr in reversed(entry[1]))
     return found
 
 
-def iter_tracked_inner(obj: Any) -> Iterator[Any]:
-    """The tracked objects nested inside ``obj``, to be covered by its finding."""
-    entry = _entry(obj)
-    if entry is None:
-        return
-    for attr in entry[1]:
-        inner = getattr(obj, attr, None)
-        if inner is not None and _entry(inner) is not None:
-            yield inner
-            yield from iter_tracked_inner(inner)
+def semlocks_of(obj: Any) -> List[Any]:
+    """Every SemLock inside a tracked object, the object itself for a SemLock."""
+    return [item for item in nested(obj) if isinstance(item, synchronize.SemLock)]
 
 
 def tracked_classes() -> List[type]:

@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable, Dict, Optional
 
 from . import stacks
+from .faults import report_fault
 
 ATTRIBUTE = "_mpsanitizer_origin"
 
@@ -49,7 +50,6 @@ class _Tracker:
         # Records of objects not born in a fork context: while there are none, no fork
         # start can hand a child anything from another context, and its check is skipped.
         self.foreign = 0
-        self.on_fault: Callable[[str, BaseException], None] = lambda where, exc: None
 
     def reset_after_fork(self) -> None:
         self.local = _Local()
@@ -77,7 +77,7 @@ def track_composite(wrapped: Callable, instance: Any, args: tuple, kwargs: Dict)
     try:
         local.origin = Origin(stacks.capture(tracker.depth), tracker.pid)
     except Exception as exc:  # pragma: no cover - defensive
-        tracker.on_fault("recording an object's origin", exc)
+        report_fault("recording an object's origin", exc)
         return wrapped(*args, **kwargs)
     try:
         return wrapped(*args, **kwargs)
@@ -101,4 +101,4 @@ def track_semlock(wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -
                 tracker.foreign += 1
         setattr(instance, ATTRIBUTE, origin)
     except Exception as exc:
-        tracker.on_fault("recording a SemLock's origin", exc)
+        report_fault("recording a SemLock's origin", exc)

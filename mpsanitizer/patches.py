@@ -56,11 +56,10 @@ def enable(settings: Settings) -> None:
 
     lazy.disarm()  # outside our lock: lazy.fire() takes its lock, then ours
     with _lock:
-        from .handoff import Checker, report_fault
+        from .handoff import Checker
         from .origins import tracker
 
         tracker.depth = settings.stack_depth
-        tracker.on_fault = report_fault
         if _checker is not None:
             _checker.settings = settings
             return

@@ -84,53 +84,92 @@ def process_roots(proc: Any) -> Iterator[Tuple[str, Any]]:
 
 
 # How a child hangs from its parent: kind and key, formatted only when a path is needed.
-INDEX, KEY, KEY_OBJECT, ITEM, ATTR = range(5)
+INDEX, KEY, KEY_OBJECT, ITEM, ATTR, REDUCE_ARGS, STATE = range(7)
 Part = Tuple[int, Any, Any]  # (kind, key, child)
+_SPECIAL = (list, tuple, dict, set, frozenset, functools.partial, types.MethodType)
+_UNSET = object()
+_PLAIN_CLASSES: Dict[type, bool] = {}  # True: instances carry a __dict__ and nothing else
 
 
-def children(obj: Any, limit: Optional[int] = None) -> Iterator[Part]:
-    """The parts of ``obj`` that pickling would carry (at most ``limit`` per container)."""
+def parts(obj: Any, limit: Optional[int] = None) -> List[Part]:
+    """The parts of ``obj`` that pickling would carry and that could hold a tracked
+    object (ints, strings and the like are left out), at most ``limit`` per container.
+
+    Returns a list, not a generator, and remembers which classes have no slots:
+    it runs inside ``Process.start()`` for fork children.
+    """
+    cls = type(obj)
+    found: List[Part] = []
+    if _PLAIN_CLASSES.get(cls):
+        attrs = object.__getattribute__(obj, "__dict__")
+        if limit is not None and len(attrs) > limit:
+            attrs = dict(islice(attrs.items(), limit))
+        for name, value in attrs.items():
+            if type(value) not in ATOMIC:
+                found.append((ATTR, name, value))
+        return found
     if isinstance(obj, (list, tuple)):
         for i, item in enumerate(obj if limit is None else obj[:limit]):
-            yield INDEX, i, item
-    elif isinstance(obj, dict):
+            if type(item) not in ATOMIC:
+                found.append((INDEX, i, item))
+        return found
+    if isinstance(obj, dict):
         for n, (key, value) in enumerate(islice(obj.items(), limit)):
             if type(key) not in ATOMIC:
-                yield KEY_OBJECT, n, key
-            yield KEY, key, value
-    elif isinstance(obj, (set, frozenset)):
-        for n, item in enumerate(islice(obj, limit)):
-            yield ITEM, n, item
-    elif isinstance(obj, functools.partial):
-        yield ATTR, "func", obj.func
-        yield ATTR, "args", obj.args
-        yield ATTR, "keywords", obj.keywords
-    elif isinstance(obj, types.MethodType):
-        yield ATTR, "__self__", obj.__self__
-    elif not isinstance(obj, _OPAQUE):
-        try:
-            attrs = object.__getattribute__(obj, "__dict__")
-        except AttributeError:
-            attrs = None
-        if isinstance(attrs, dict):
-            for name, value in list(islice(attrs.items(), limit)):
-                yield ATTR, name, value
-        for slot in _slots(type(obj)):
-            value = _slot_value(obj, slot)
-            if value is not _UNSET:
-                yield ATTR, slot, value
+                found.append((KEY_OBJECT, n, key))
+            if type(value) not in ATOMIC:
+                found.append((KEY, key, value))
+        return found
+    if isinstance(obj, (set, frozenset)):
+        items = islice(obj, limit)
+        return [(ITEM, n, item) for n, item in enumerate(items) if type(item) not in ATOMIC]
+    if isinstance(obj, functools.partial):
+        return [
+            (ATTR, "func", obj.func),
+            (ATTR, "args", obj.args),
+            (ATTR, "keywords", obj.keywords),
+        ]
+    if isinstance(obj, types.MethodType):
+        return [(ATTR, "__self__", obj.__self__)]
+    if isinstance(obj, _OPAQUE):
+        return []
+    try:
+        attrs = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        attrs = None
+    if isinstance(attrs, dict):
+        found = [(ATTR, name, value) for name, value in list(islice(attrs.items(), limit))]
+    for slot in _slots(cls):
+        found.append((ATTR, slot, _slot_value(obj, slot)))
+    found = [part for part in found if type(part[2]) not in ATOMIC and part[2] is not _UNSET]
+    if cls not in _PLAIN_CLASSES and len(_PLAIN_CLASSES) < 10_000:
+        _PLAIN_CLASSES[cls] = _is_plain(cls)
+    return found
 
 
-_UNSET = object()
-_SPECIAL = (list, tuple, dict, set, frozenset, functools.partial, types.MethodType)
-_PLAIN_CLASSES: Dict[type, None] = {}  # instances carry a __dict__ and nothing else
+def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
+    """``parts`` plus what ``__reduce_ex__`` gives: objects with custom pickled state."""
+    found = parts(obj, limit)
+    if isinstance(obj, (*_SPECIAL, *_OPAQUE)):
+        return found
+    try:
+        rv = obj.__reduce_ex__(4)
+    except Exception:
+        return found
+    if isinstance(rv, tuple):
+        found.extend(
+            (kind, None, part)
+            for kind, part in zip((REDUCE_ARGS, STATE), rv[1:3])
+            if type(part) not in ATOMIC
+        )
+    return found
 
 
 def _is_plain(cls: type) -> bool:
     """Instances whose pickled state is their ``__dict__``: no slots, no container base."""
-    if len(_PLAIN_CLASSES) >= 10_000 or _slots(cls) or issubclass(cls, _SPECIAL):
+    if _slots(cls) or issubclass(cls, _SPECIAL):
         return False
-    if any(base not in (object,) and base.__module__ == "builtins" for base in cls.__mro__):
+    if any(base is not object and base.__module__ == "builtins" for base in cls.__mro__):
         return False
     return "__dict__" in dir(cls) and not issubclass(cls, _OPAQUE)
 
@@ -151,6 +190,10 @@ def format_part(kind: int, key: Any) -> str:
         return f".keys()[{key}]"
     if kind == ITEM:
         return f".<item {key}>"
+    if kind == REDUCE_ARGS:
+        return ".<reduce args>"
+    if kind == STATE:
+        return ".<state>"
     return f".{key}"
 
 
@@ -191,6 +234,7 @@ def walk(
     visit: Callable[[Any, Any], bool],
     budget: int,
     per_container: Optional[int] = None,
+    expand: Callable[[Any, Optional[int]], List[Part]] = parts,
 ) -> bool:
     """Depth-first walk calling ``visit(node, obj)``; descend where it returns True.
 
@@ -210,43 +254,21 @@ def walk(
             return False
         if not visit(node, obj):
             continue
-        cls = type(obj)
-        if cls is list or cls is tuple:  # fast paths for the common shapes
-            items = obj if per_container is None else obj[:per_container]
-            for i in range(len(items) - 1, -1, -1):
-                if type(items[i]) not in ATOMIC:
-                    stack.append(((node, INDEX, i), items[i]))
-            continue
-        if cls is dict and all(type(k) in ATOMIC for k in islice(obj, per_container)):
-            entries = list(islice(obj.items(), per_container))
-            for key, value in reversed(entries):
-                if type(value) not in ATOMIC:
-                    stack.append(((node, KEY, key), value))
-            continue
-        if cls in _PLAIN_CLASSES:
-            attrs = object.__getattribute__(obj, "__dict__")
-            entries = list(islice(attrs.items(), per_container))
-            for name, value in reversed(entries):
-                if type(value) not in ATOMIC:
-                    stack.append(((node, ATTR, name), value))
-            continue
         try:
-            parts = [
-                ((node, kind, key), child)
-                for kind, key, child in children(obj, per_container)
-                if type(child) not in ATOMIC
-            ]
-            if _is_plain(cls):
-                _PLAIN_CLASSES[cls] = None
+            found = expand(obj, per_container)
         except Exception:  # an object whose inspection raises: pickling would decide
             continue
-        parts.reverse()
-        stack.extend(parts)
+        for i in range(len(found) - 1, -1, -1):
+            kind, key, child = found[i]
+            stack.append(((node, kind, key), child))
     return True
 
 
 def locate(proc: Any, wanted: Dict[int, Any], budget: int = 200_000) -> Dict[int, str]:
-    """Paths of the ``wanted`` objects (by id) inside what ``proc`` sends its child."""
+    """Paths of the ``wanted`` objects (by id) inside what ``proc`` sends its child.
+
+    A second pass follows ``__reduce_ex__`` state, for objects reachable only there.
+    """
     found: Dict[int, str] = {}
 
     def visit(node: Any, obj: Any) -> bool:
@@ -255,42 +277,7 @@ def locate(proc: Any, wanted: Dict[int, Any], budget: int = 200_000) -> Dict[int
             return False
         return len(found) < len(wanted)
 
-    walk(process_roots(proc), visit, budget)
-    if len(found) < len(wanted):
-        _locate_by_reduce(proc, wanted, found, budget)
+    for expand in (parts, parts_with_reduce):
+        if len(found) < len(wanted):
+            walk(process_roots(proc), visit, budget, expand=expand)
     return found
-
-
-def _locate_by_reduce(
-    proc: Any, wanted: Dict[int, Any], found: Dict[int, str], budget: int
-) -> None:
-    """Second pass for objects reachable only through ``__reduce_ex__`` state."""
-
-    def reduced(obj: Any) -> Iterator[Tuple[str, Any]]:
-        for kind, key, child in children(obj):
-            yield format_part(kind, key), child
-        if isinstance(obj, (list, tuple, dict, set, frozenset, _OPAQUE)):
-            return
-        try:
-            rv = obj.__reduce_ex__(4)
-        except Exception:
-            return
-        if isinstance(rv, tuple):
-            for i, part in enumerate(rv[1:3]):
-                yield (".<reduce args>" if i == 0 else ".<state>"), part
-
-    stack: List[Tuple[str, Any]] = list(process_roots(proc))
-    seen: Dict[int, Any] = {}
-    while stack and budget > 0:
-        path, obj = stack.pop()
-        if type(obj) in ATOMIC or id(obj) in seen:
-            continue
-        seen[id(obj)] = obj
-        budget -= 1
-        if id(obj) in wanted and id(obj) not in found:
-            found[id(obj)] = path
-            continue
-        try:
-            stack.extend([(path + suffix, child) for suffix, child in reduced(obj)])
-        except Exception:
-            continue

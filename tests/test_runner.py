@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,10 +135,9 @@ def test_uncaught_mismatch_prints_report_and_exits_1() -> None:
     assert "mpsanitizer.ContextMismatchError" in result.stderr
     assert "runner.py" not in result.stderr
     assert "child: got the lock" not in result.stdout
-    assert result.stderr.rstrip().splitlines()[-1] == (
-        "mpsanitizer: findings in process "
-        + result.stderr.rstrip().splitlines()[-1].split("process ")[1].split(":")[0]
-        + ": 1 context-mismatch"
+    assert re.fullmatch(
+        r"mpsanitizer: findings in process \d+: 1 context-mismatch",
+        result.stderr.rstrip().splitlines()[-1],
     )
 
 
@@ -233,12 +233,18 @@ def test_sitecustomize_example_chains_and_activates(tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
     (other / "sitecustomize.py").write_text("import sys; sys.stderr.write('chained\\n')\n")
-    example = Path(__file__).resolve().parent.parent / "sitecustomize_example"
-    code = "import mpsanitizer; print(mpsanitizer.is_enabled())"
-    env = {"PYTHONPATH": os.pathsep.join([str(example), str(other)]), "MPSANITIZE": "warn"}
-    result = python(["-c", code], tmp_path, env)
+    root = Path(__file__).resolve().parent.parent
+    example = root / "sitecustomize_example"
+    # -S: no .pth line runs, so only the example can activate; import it as site would
+    code = (
+        f"import sys; sys.path[:0] = {[str(example), str(other), str(root)]!r}; "
+        "import sitecustomize, mpsanitizer; print(mpsanitizer.is_enabled())"
+    )
+    result = python(["-S", "-c", code], tmp_path, {"MPSANITIZE": "warn"})
     assert result.returncode == 0, result.stderr
     assert (result.stdout, result.stderr) == ("True\n", "chained\n")
+    unset = python(["-S", "-c", code], tmp_path)
+    assert (unset.stdout, unset.stderr) == ("False\n", "chained\n")
 
 
 LAZY_PROBE = """
