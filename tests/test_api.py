@@ -180,7 +180,8 @@ def test_mixing_warning_obeys_warning_filters() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", ContextMixingWarning)
         assert start(FORK.Process(target=h.touch, args=(lock,))) == 0
-    assert caught == []
+    # only ours: 3.12+ adds a DeprecationWarning for forking while threads run (xdist has some)
+    assert [w for w in caught if issubclass(w.category, ContextMixingWarning)] == []
 
 
 class SpawningPopen:
