@@ -5,7 +5,7 @@ for 2.x) and patching there would more than double a spawn start, although most
 children never create a primitive or start a process. ``arm()`` instead puts plain
 trampolines on the patch points (installing them as each multiprocessing module
 is imported, through a small import hook). The first call of any trampoline
-swaps them all for the wrapt patches of :mod:`mpsanitizer.patches` and carries
+swaps them all for the real patches of :mod:`mpsanitizer.patches` and carries
 on. A child that only runs its target never pays more than the hook.
 """
 
@@ -120,7 +120,7 @@ def _path_finder() -> "Any":
 
 
 def arm(settings: "Settings") -> None:
-    """Activate cheaply: trampolines now or at import, wrapt patches at first use."""
+    """Activate cheaply: trampolines now or at import, real patches at first use."""
     global _settings, _watcher
     with _lock:
         if _settings is not None:
@@ -157,7 +157,7 @@ def armed_settings() -> "Optional[Settings]":
 
 
 def fire() -> None:
-    """First real use: swap the trampolines for the wrapt patches."""
+    """First real use: swap the trampolines for the real patches."""
     with _lock:
         if _settings is None:
             return

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 from . import stacks
 from .faults import report_fault
@@ -36,69 +36,58 @@ class Origin:
 _serials = itertools.count()
 
 
-class _Local(threading.local):
-    origin: Optional[Origin] = None  # a class default: reading it never raises
-
-
 class _Tracker:
     """Per-process state of the creation hooks."""
 
     def __init__(self) -> None:
-        self.local = _Local()
         self.pid = os.getpid()
-        self.depth = 8
+        self.capture = stacks.capturer(8)
         # Records of objects not born in a fork context: while there are none, no fork
         # start can hand a child anything from another context, and its check is skipped.
         self.foreign = 0
 
     def reset_after_fork(self) -> None:
-        self.local = _Local()
         self.pid = os.getpid()
+        mine = building.get(threading.get_ident())
+        building.clear()  # other threads did not survive the fork; their idents may return
+        if mine is not None:
+            building[threading.get_ident()] = mine
 
 
 tracker = _Tracker()
+# The origin of the composite each thread is building, by thread ident: its inner SemLocks
+# share it. A dict read is a fraction of a threading.local attribute read, eight per Queue.
+building: Dict[int, Origin] = {}
 
 
 def origin_of(semlock: Any) -> Optional[Origin]:
     return getattr(semlock, ATTRIBUTE, None)
 
 
-def _default_start_method() -> str:
-    from multiprocessing import context
-
-    return context._default_context.get_start_method()
-
-
-def track_composite(wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
-    """wrapt wrapper for Queue, Event, Condition, Barrier, Value, Array constructors."""
-    local = tracker.local
-    if local.origin is not None:
-        return wrapped(*args, **kwargs)
+def new_origin() -> Optional[Origin]:
+    """A record for an object being made by the caller of the hook that calls this."""
     try:
-        local.origin = Origin(stacks.capture(tracker.depth), tracker.pid)
-    except Exception as exc:  # pragma: no cover - defensive
+        return Origin(tracker.capture(stacks.user_frame(2)), tracker.pid)
+    except Exception as exc:
         report_fault("recording an object's origin", exc)
-        return wrapped(*args, **kwargs)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        local.origin = None
+        return None
 
 
-def track_semlock(wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
-    """wrapt wrapper for ``SemLock.__init__``: every Lock-like object passes here."""
-    wrapped(*args, **kwargs)
+def record(semlock: Any, ctx: Any, origin: Optional[Origin]) -> None:
+    """Attach an origin to a new SemLock: the composite's being built (``origin``), or
+    its own. The hook calls this for a bare SemLock and the first of a composite's."""
     try:
-        origin = tracker.local.origin
-        if origin is None:
-            origin = Origin(stacks.capture(tracker.depth), tracker.pid)
+        if origin is None:  # a bare Lock, made by the first user frame above the hook's
+            # caller: that caller is a SemLock subclass's __init__ (Lock, RLock...).
+            origin = Origin(tracker.capture(stacks.user_frame(3)), tracker.pid)
         if origin.start_method is None:
-            ctx = kwargs.get("ctx")
-            origin.start_method = (
-                ctx.get_start_method() if ctx is not None else _default_start_method()
-            )
+            if ctx is None:  # SemLock's own rule: no context means the default one
+                from multiprocessing import context
+
+                ctx = context._default_context
+            origin.start_method = ctx.get_start_method()
             if origin.start_method != "fork":
                 tracker.foreign += 1
-        setattr(instance, ATTRIBUTE, origin)
+        semlock._mpsanitizer_origin = origin
     except Exception as exc:
         report_fault("recording a SemLock's origin", exc)

@@ -1,10 +1,12 @@
-"""Turning the sanitizer on and off: the wrapt patches and their exact undo.
+"""Turning the sanitizer on and off: the patches and their exact undo.
 
-Patches sit on the classes and module functions every API ends in
-(``SemLock.__init__``, ``Queue.__init__``, ``sharedctypes.Value``...), so
-``multiprocessing.Lock()``, ``get_context(m).Lock()``, direct construction and
-the internals of Pool, ProcessPoolExecutor and Manager are all seen, and the
-bound methods ``multiprocessing/__init__.py`` copied at import need no rebinding.
+Creation hooks sit on the constructors every API ends in (``SemLock.__init__``,
+``Queue.__init__``, ``sharedctypes.Value``...), so ``multiprocessing.Lock()``,
+``get_context(m).Lock()``, direct construction and the internals of Pool,
+ProcessPoolExecutor and Manager are all seen, and the bound methods
+``multiprocessing/__init__.py`` copied at import need no rebinding. They are
+generated functions (:mod:`mpsanitizer.hooks`); the two start-time
+interceptions are wrapt ``FunctionWrapper``s.
 """
 
 from __future__ import annotations
@@ -24,21 +26,29 @@ _fork_hook_installed = False
 def _patch_table(checker: Any) -> List[Tuple[Any, str, Callable]]:
     from multiprocessing import popen_fork, queues, reduction, sharedctypes, synchronize
 
-    from .origins import track_composite, track_semlock
+    from .hooks import composite_hook, semlock_hook
 
     return [
-        (synchronize.SemLock, "__init__", track_semlock),
-        (synchronize.Condition, "__init__", track_composite),
-        (synchronize.Event, "__init__", track_composite),
-        (synchronize.Barrier, "__init__", track_composite),
-        (queues.Queue, "__init__", track_composite),
-        (queues.JoinableQueue, "__init__", track_composite),
-        (queues.SimpleQueue, "__init__", track_composite),
-        (sharedctypes, "Value", track_composite),
-        (sharedctypes, "Array", track_composite),
-        (reduction, "dump", checker.dump),
-        (popen_fork.Popen, "_launch", checker.fork_launch),
+        (synchronize.SemLock, "__init__", semlock_hook),
+        (synchronize.Condition, "__init__", composite_hook),
+        (synchronize.Event, "__init__", composite_hook),
+        (synchronize.Barrier, "__init__", composite_hook),
+        (queues.Queue, "__init__", composite_hook),
+        (queues.JoinableQueue, "__init__", composite_hook),
+        (queues.SimpleQueue, "__init__", composite_hook),
+        (sharedctypes, "Value", composite_hook),
+        (sharedctypes, "Array", composite_hook),
+        (reduction, "dump", _wrapt(checker.dump)),
+        (popen_fork.Popen, "_launch", _wrapt(checker.fork_launch)),
     ]
+
+
+def _wrapt(wrapper: Callable) -> Callable[[Callable], Any]:
+    """The start-time interceptions are wrapt wrappers: they run once per start, where
+    wrapt's exact descriptor behaviour matters more than its per-call cost."""
+    import wrapt
+
+    return lambda original: wrapt.FunctionWrapper(original, wrapper)
 
 
 def _after_fork_in_child() -> None:
@@ -56,20 +66,19 @@ def enable(settings: Settings) -> None:
 
     lazy.disarm()  # outside our lock: lazy.fire() takes its lock, then ours
     with _lock:
+        from . import stacks
         from .handoff import Checker
         from .origins import tracker
 
-        tracker.depth = settings.stack_depth
+        tracker.capture = stacks.capturer(settings.stack_depth)
         if _checker is not None:
             _checker.settings = settings
             return
-        import wrapt
-
         checker = Checker(settings)
         try:
-            for owner, name, wrapper in _patch_table(checker):
+            for owner, name, make_replacement in _patch_table(checker):
                 original = vars(owner)[name]
-                wrapped = wrapt.FunctionWrapper(original, wrapper)
+                wrapped = make_replacement(original)
                 setattr(owner, name, wrapped)
                 _applied.append((owner, name, original, wrapped))
         except BaseException:

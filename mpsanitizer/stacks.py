@@ -6,10 +6,11 @@ import linecache
 import os
 import sys
 from dataclasses import dataclass
-from types import CodeType
-from typing import Dict, List, Optional, Tuple
+from types import CodeType, FrameType
+from typing import Callable, Dict, List, Optional, Tuple
 
-RawStack = Tuple[Tuple[CodeType, int], ...]
+# Innermost first, flat: [code, lasti, code, lasti, ...]. Lines are computed only for reports.
+RawStack = List[object]
 
 
 @dataclass(frozen=True)
@@ -49,39 +50,113 @@ def _internal_dirs() -> Tuple[str, ...]:
 _INTERNAL_DIRS: Tuple[str, ...] = ()
 STOP_CODES: Dict[int, CodeType] = {}  # by id: frames below the user's program (the runner's exec)
 # Keyed by id(): hashing a code object hashes its bytecode and constants, every time.
-_internal_cache: Dict[int, Tuple[CodeType, bool]] = {}
+_internal_ids: Dict[int, bool] = {}
+_kept: List[CodeType] = []  # the classified code objects stay alive, so their ids stay unique
+
+
+def _classify(code: CodeType) -> bool:
+    global _INTERNAL_DIRS
+    if not _INTERNAL_DIRS:
+        _INTERNAL_DIRS = _internal_dirs()
+    filename = code.co_filename
+    if not os.path.isabs(filename):
+        filename = os.path.abspath(filename)
+    internal = filename.startswith(_INTERNAL_DIRS)
+    _kept.append(code)
+    _internal_ids[id(code)] = internal
+    return internal
 
 
 def is_internal(code: CodeType) -> bool:
     """True for frames of multiprocessing, concurrent.futures, wrapt and mpsanitizer."""
+    internal = _internal_ids.get(id(code))
+    return _classify(code) if internal is None else internal
+
+
+def mark_internal(code: CodeType) -> None:
+    """Count frames of ``code`` (a generated hook) as the sanitizer's own."""
+    _kept.append(code)
+    _internal_ids[id(code)] = True
+
+
+_INTERNAL_PACKAGES = ("multiprocessing", "concurrent.futures", "wrapt", "mpsanitizer")
+_internal_modules: Dict[Optional[str], bool] = {None: False}
+# 3.12+: a frame's module name without making a frame object for it (3.11 makes them lazily).
+_module_name: Optional[Callable[[int], Optional[str]]] = getattr(sys, "_getframemodulename", None)
+
+
+def _module_is_internal(name: Optional[str]) -> bool:
+    internal = _internal_modules.get(name)
+    if internal is None:
+        internal = any(name == p or name.startswith(p + ".") for p in _INTERNAL_PACKAGES)  # type: ignore[union-attr]
+        _internal_modules[name] = internal
+    return internal
+
+
+def user_frame(skip: int) -> Optional[FrameType]:
+    """The first frame outside multiprocessing and mpsanitizer, at or above the frame
+    ``skip`` calls up from the caller (0: the caller itself)."""
+    depth = skip + 1
     try:
-        return _internal_cache[id(code)][1]
+        if _module_name is not None:
+            known_module = _internal_modules.get
+            while True:
+                name = _module_name(depth)
+                internal = known_module(name)
+                if internal is None:
+                    internal = _module_is_internal(name)
+                if not internal:
+                    return sys._getframe(depth)
+                depth += 1
+        frame: Optional[FrameType] = sys._getframe(depth)
+    except ValueError:
+        return None
+    known = _internal_ids.get
+    while frame is not None:
+        code = frame.f_code
+        internal = known(id(code))
+        if internal is None:
+            internal = _classify(code)
+        if not internal:
+            break
+        frame = frame.f_back
+    return frame
+
+
+RawCapture = Callable[[Optional[FrameType]], RawStack]
+_capturers: Dict[int, RawCapture] = {}
+
+
+def capturer(depth: int) -> RawCapture:
+    """A function keeping up to ``depth`` frames from a given one, innermost first.
+
+    It runs on every primitive's creation, so it is generated as straight-line code, as
+    :mod:`dataclasses` generates ``__init__``: a loop costs half again as much. It keeps
+    code objects and instruction offsets; a line number would be computed now."""
+    try:
+        return _capturers[depth]
     except KeyError:
-        global _INTERNAL_DIRS
-        if not _INTERNAL_DIRS:
-            _INTERNAL_DIRS = _internal_dirs()
-        filename = code.co_filename
-        if not os.path.isabs(filename):
-            filename = os.path.abspath(filename)
-        internal = filename.startswith(_INTERNAL_DIRS)
-        _internal_cache[id(code)] = (code, internal)  # the code is kept: its id stays unique
-        return internal
+        pass
+    kept: List[str] = []
+    lines = ["def capture(f):", "    if f is None: return []"]
+    for i in range(depth):
+        if i:
+            lines += ["    f = f.f_back", f"    if f is None: return [{', '.join(kept)}]"]
+        lines.append(f"    c{i} = f.f_code; l{i} = f.f_lasti")
+        kept += [f"c{i}", f"l{i}"]
+    lines.append(f"    return [{', '.join(kept)}]")
+    namespace: Dict[str, object] = {}
+    exec(compile("\n".join(lines), f"<mpsanitizer capture of {depth} frames>", "exec"), namespace)
+    capture = namespace["capture"]
+    mark_internal(capture.__code__)  # type: ignore[attr-defined]
+    _capturers[depth] = capture  # type: ignore[assignment]
+    return capture  # type: ignore[return-value]
 
 
 def capture(depth: int, skip: int = 1) -> RawStack:
-    """Return up to ``depth`` raw frames, innermost first, starting at the
-    first frame outside multiprocessing and mpsanitizer."""
-    try:
-        frame = sys._getframe(skip + 1)
-    except ValueError:
-        return ()
-    while frame is not None and is_internal(frame.f_code):
-        frame = frame.f_back
-    out: List[Tuple[CodeType, int]] = []
-    while frame is not None and len(out) < depth and id(frame.f_code) not in STOP_CODES:
-        out.append((frame.f_code, frame.f_lasti))  # f_lineno would compute a line now
-        frame = frame.f_back
-    return tuple(out)
+    """The user's stack, from the first user frame at or above the caller's caller
+    (``skip`` = 1) or further up."""
+    return capturer(depth)(user_frame(skip + 1))
 
 
 def line_of(code: CodeType, lasti: int) -> int:
@@ -102,10 +177,16 @@ def line_of(code: CodeType, lasti: int) -> int:
 
 
 def resolve(raw: RawStack) -> List[Frame]:
-    """Turn a raw stack into frames, outermost first (most recent call last)."""
-    return [
-        Frame(code.co_filename, line_of(code, lasti), code.co_name) for code, lasti in reversed(raw)
-    ]
+    """Turn a raw stack into frames, outermost first (most recent call last). Frames
+    from the runner's own ``exec`` down are not the user's and are dropped."""
+    frames: List[Frame] = []
+    for i in range(0, len(raw) - 1, 2):
+        code, lasti = raw[i], raw[i + 1]
+        if id(code) in STOP_CODES:
+            break
+        frames.append(Frame(code.co_filename, line_of(code, lasti), code.co_name))  # type: ignore[arg-type,union-attr]
+    frames.reverse()
+    return frames
 
 
 def format_frames(frames: List[Frame], indent: str = "  ") -> List[str]:

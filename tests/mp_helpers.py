@@ -13,6 +13,24 @@ from typing import Any, Callable, Dict
 
 METHODS = ("fork", "spawn", "forkserver")
 
+
+def creation_constructors() -> list[tuple[Any, str]]:
+    """(owner, name) of every constructor the sanitizer hooks to record origins."""
+    from multiprocessing import queues, sharedctypes, synchronize
+
+    return [
+        (synchronize.SemLock, "__init__"),
+        (synchronize.Condition, "__init__"),
+        (synchronize.Event, "__init__"),
+        (synchronize.Barrier, "__init__"),
+        (queues.Queue, "__init__"),
+        (queues.JoinableQueue, "__init__"),
+        (queues.SimpleQueue, "__init__"),
+        (sharedctypes, "Value"),
+        (sharedctypes, "Array"),
+    ]
+
+
 MAKERS: Dict[str, Callable[[Any], Any]] = {
     "Lock": lambda ctx: ctx.Lock(),
     "RLock": lambda ctx: ctx.RLock(),
@@ -175,3 +193,10 @@ def reshare(lock: Any) -> None:
     if caught:
         print("\n".join(str(w.message) for w in caught), file=sys.stderr)
         sys.exit(3)
+
+
+def report_building(queue: Any) -> None:
+    """Put the thread idents the sanitizer thinks are building a composite here."""
+    from mpsanitizer import origins
+
+    queue.put(sorted(origins.building))

@@ -11,10 +11,7 @@ import warnings
 from multiprocessing import (
     popen_fork,
     popen_spawn_posix,
-    queues,
     reduction,
-    sharedctypes,
-    synchronize,
 )
 
 import mp_helpers as h
@@ -24,19 +21,7 @@ import mpsanitizer
 from mpsanitizer import ContextMismatchError, ContextMixingWarning, handoff
 
 FORK, SPAWN = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
-PATCHED = [
-    (synchronize.SemLock, "__init__"),
-    (synchronize.Condition, "__init__"),
-    (synchronize.Event, "__init__"),
-    (synchronize.Barrier, "__init__"),
-    (queues.Queue, "__init__"),
-    (queues.JoinableQueue, "__init__"),
-    (queues.SimpleQueue, "__init__"),
-    (sharedctypes, "Value"),
-    (sharedctypes, "Array"),
-    (reduction, "dump"),
-    (popen_fork.Popen, "_launch"),
-]
+PATCHED = [*h.creation_constructors(), (reduction, "dump"), (popen_fork.Popen, "_launch")]
 
 
 @pytest.fixture(autouse=True)
