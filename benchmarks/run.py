@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 CALL_DEPTH = 16
 BIG_LEN = 100_000
 SMALL_ARGS = (1, "x", {"a": 2})
+DEFAULT_DEPTH = 8  # mpsanitizer's default stack depth
 SECTIONS = ("creation", "breakdown", "check", "pickling", "start", "activation")
 ENV_SWITCH = "MPSANITIZE"
 
@@ -432,9 +433,11 @@ def bench_creation(section: Section, toggle: Toggle, scale: float) -> None:
 # 1b. where the creation overhead goes
 
 
-def _fake_classes(semlock_wrapper: Any = None, composite_wrapper: Any = None) -> Tuple[type, type]:
-    """Classes with the call shape of ``SemLock``/``Lock``/``Queue`` and no system calls."""
-    import wrapt  # mpsanitizer's own dependency
+def _fake_classes(hooked: bool) -> Tuple[type, type]:
+    """Classes with the call shape of ``SemLock``/``Lock``/``Queue`` and no system calls,
+    with mpsanitizer's generated hooks on them (as ``enable()`` puts them on the real
+    ones) when ``hooked``."""
+    from mpsanitizer import hooks, stacks
 
     class FakeSemLock:
         def __init__(self, kind: int, value: int, maxvalue: int, *, ctx: Any) -> None:
@@ -445,69 +448,46 @@ def _fake_classes(semlock_wrapper: Any = None, composite_wrapper: Any = None) ->
             FakeSemLock.__init__(self, 1, 1, 1, ctx=ctx)
 
     class FakeQueue:
-        def __init__(self, *, ctx: Any) -> None:
+        def __init__(self, maxsize: int = 0, *, ctx: Any) -> None:
             self._rlock = FakeLock(ctx=ctx)
             self._wlock = FakeLock(ctx=ctx)
             self._sem = FakeLock(ctx=ctx)
 
-    if semlock_wrapper is not None:
-        FakeSemLock.__init__ = wrapt.FunctionWrapper(  # type: ignore[method-assign]
-            vars(FakeSemLock)["__init__"], semlock_wrapper
-        )
-    if composite_wrapper is not None:
-        FakeQueue.__init__ = wrapt.FunctionWrapper(  # type: ignore[method-assign]
-            vars(FakeQueue)["__init__"], composite_wrapper
-        )
+    if hooked:
+        FakeSemLock.__init__ = hooks.semlock_hook(vars(FakeSemLock)["__init__"])  # type: ignore[method-assign]
+        FakeQueue.__init__ = hooks.composite_hook(vars(FakeQueue)["__init__"])  # type: ignore[method-assign]
+        # Their frames count as multiprocessing's, as the real classes' do.
+        for cls in (FakeSemLock, FakeLock, FakeQueue):
+            stacks.mark_internal(
+                getattr(vars(cls)["__init__"], "__wrapped__", vars(cls)["__init__"]).__code__
+            )
     return FakeLock, FakeQueue
 
 
-class PartialHook:
-    """Puts one wrapper on ``SemLock.__init__`` (as enable() does), optionally with
-    ``stacks.capture`` replaced by a constant, for the sanitized half of a round."""
+class StubbedCapture:
+    """The whole sanitizer, with stack capture replaced by a constant, for the sanitized
+    half of a round: what the hooks cost without their stack."""
 
-    def __init__(self, wrapper: Any, capture: bool) -> None:
-        self.wrapper = wrapper
-        self.capture = capture
-        self.saved: Any = None
+    def __init__(self, mpsanitizer: Any) -> None:
+        self.mpsanitizer = mpsanitizer
 
     def on(self) -> None:
-        from multiprocessing import synchronize
+        from mpsanitizer import origins
 
-        import wrapt
-
-        from mpsanitizer import stacks
-
-        self.original = vars(synchronize.SemLock)["__init__"]
-        synchronize.SemLock.__init__ = wrapt.FunctionWrapper(  # type: ignore[method-assign]
-            self.original, self.wrapper
-        )
-        if not self.capture:
-            self.saved = stacks.capture
-            stacks.capture = lambda depth, skip=1: ()
+        self.mpsanitizer.enable()
+        origins.tracker.capture = lambda frame: []
 
     def off(self) -> None:
-        from multiprocessing import synchronize
-
-        from mpsanitizer import stacks
-
-        synchronize.SemLock.__init__ = self.original  # type: ignore[method-assign]
-        if self.saved is not None:
-            stacks.capture = self.saved
-            self.saved = None
+        self.mpsanitizer.disable()
 
 
 def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
+    import threading
+
     from mpsanitizer import origins, stacks
 
     ctx = multiprocessing.get_context("fork")
     number = max(100, int(5000 * scale))
-
-    def passthrough(wrapped: Any, instance: Any, args: tuple, kwargs: Dict) -> Any:
-        return wrapped(*args, **kwargs)
-
-    plain_lock, plain_queue = _fake_classes()
-    bare_lock, _ = _fake_classes(passthrough)
-    hooked_lock, hooked_queue = _fake_classes(origins.track_semlock, origins.track_composite)
 
     def pair(what: str, native: Callable[[], Any], sanitized: Callable[[], Any]) -> None:
         p = interleaved(
@@ -518,65 +498,57 @@ def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
     def alone(what: str, fn: Callable[[], Any]) -> None:
         section.rows.append(Row.alone(what, single(section.rounds, loop_timer(fn, number))))
 
-    # The hooks on a fresh thread-local (a thread that has not yet created a
-    # Queue/Event/Value), as in the creation rows above.
-    origins.tracker.local = type(origins.tracker.local)()
-
-    # In situ: the real ctx.Lock(), with only part of the hook on SemLock.__init__.
     real = loop_timer(ctx.Lock, max(10, int(1000 * scale)))
-    for what, wrapper, capture in (
-        ("real `ctx.Lock()`: wrapt pass-through on `SemLock.__init__` only", passthrough, True),
-        ("real `ctx.Lock()`: `track_semlock` with stack capture stubbed out", None, False),
-        ("real `ctx.Lock()`: `track_semlock` (as `enable()` installs it)", None, True),
-    ):
-        variant = PartialHook(wrapper or origins.track_semlock, capture)
-        real()
-        section.rows.append(Row.paired(what, interleaved(section.rounds, real, real, variant)))
-        origins.tracker.local = type(origins.tracker.local)()
+    real()
+    section.rows.append(
+        Row.paired(
+            "real `ctx.Lock()`: the sanitizer with stack capture stubbed out",
+            interleaved(section.rounds, real, real, StubbedCapture(toggle.mpsanitizer)),
+        )
+    )
+    section.rows.append(
+        Row.paired(
+            "real `ctx.Lock()`: the whole sanitizer",
+            interleaved(section.rounds, real, real, toggle),
+        )
+    )
 
-    pair(
-        "fake Lock: wrapt pass-through wrapper only",
-        lambda: plain_lock(ctx=ctx),
-        lambda: bare_lock(ctx=ctx),
-    )
-    pair(
-        "fake Lock: `track_semlock` (whole hook)",
-        lambda: plain_lock(ctx=ctx),
-        lambda: hooked_lock(ctx=ctx),
-    )
-    pair(
-        "fake Queue (3 inner SemLocks): `track_composite` + 3 x `track_semlock`",
-        lambda: plain_queue(ctx=ctx),
-        lambda: hooked_queue(ctx=ctx),
-    )
-    depth = origins.tracker.depth
-    alone(f"part: `stacks.capture({depth})`", lambda: stacks.capture(depth))
-    alone(
-        "part: `Origin(stack, pid)` (stack given)",
-        lambda: origins.Origin((), 0),
-    )
-    # The tracker's own thread-local type, fresh (as in a thread that has not yet
-    # created a composite) and after a composite has set ``origin`` back to None.
-    fresh = type(origins.tracker.local)()
-    used = type(origins.tracker.local)()
-    used.origin = None
-    alone("part: thread-local read, fresh thread", lambda: getattr(fresh, "origin", None))
-    alone("part: thread-local read, after a composite", lambda: getattr(used, "origin", None))
-    alone("part: `ctx.get_start_method()`", ctx.get_start_method)
-    lock = plain_lock(ctx=ctx)
-    alone("part: `setattr(semlock, ATTRIBUTE, origin)`", lambda: setattr(lock, "_x", None))
-    origins.tracker.local = type(origins.tracker.local)()
+    plain_lock, plain_queue = _fake_classes(hooked=False)
+    hooked_lock, hooked_queue = _fake_classes(hooked=True)
+    toggle.on()  # settings (stack depth) as enable() sets them
+    try:
+        pair("fake Lock: SemLock hook", lambda: plain_lock(ctx=ctx), lambda: hooked_lock(ctx=ctx))
+        pair(
+            "fake Queue (3 inner SemLocks): composite hook + 3 x SemLock hook",
+            lambda: plain_queue(ctx=ctx),
+            lambda: hooked_queue(ctx=ctx),
+        )
+        capture = origins.tracker.capture
+        alone(
+            f"part: capture of {DEFAULT_DEPTH} frames",
+            lambda: capture(sys._getframe()),
+        )
+        alone("part: `stacks.user_frame()` past one internal frame", lambda: stacks.user_frame(1))
+        alone("part: `Origin(stack, pid)` (stack given)", lambda: origins.Origin([], 0))
+        alone(
+            "part: this thread's composite (`building.get(get_ident())`)",
+            lambda: origins.building.get(threading.get_ident()),
+        )
+        alone("part: `ctx.get_start_method()`", ctx.get_start_method)
+        lock = plain_lock(ctx=ctx)
+        alone("part: `semlock._mpsanitizer_origin = origin`", lambda: setattr(lock, "_x", None))
+    finally:
+        toggle.off()
     section.notes.append(
-        "real rows: the real `ctx.Lock()` with only the named part of the hook on "
-        "`SemLock.__init__` (the creation row above has the whole sanitizer); fake "
-        "classes have the call shape of `SemLock`/`Lock`/`Queue` (the `SemLock.__init__` "
-        "call goes through the class attribute, as `synchronize.Lock` does) but make no system "
-        "call, so the hook's cost is measured without `sem_open` noise"
+        "real rows: the real `ctx.Lock()`; fake classes have the call shape of "
+        "`SemLock`/`Lock`/`Queue` (the `SemLock.__init__` call goes through the class "
+        "attribute, as `synchronize.Lock` does) but make no system call, so the hooks' "
+        "cost is measured without `sem_open` noise"
     )
     section.notes.append(
-        "real objects run: Lock 1 x `track_semlock`; Queue 1 x `track_composite` + "
-        "3 x `track_semlock`; JoinableQueue 3 x `track_composite` (2 nested) + 8 x "
-        "`track_semlock`; Value 1 x `track_composite` + 1 x `track_semlock`"
+        "real objects run: Lock 1 x SemLock hook (with the stack); Queue 1 x composite hook "
+        "(with the stack) + 3 x SemLock hook; JoinableQueue 3 x composite hook (2 nested) + "
+        "8 x SemLock hook; Value 1 x composite hook + 1 x SemLock hook"
     )
 
 
