@@ -47,18 +47,23 @@ def _resolve(module: "Any", path: str) -> "Tuple[Any, str]":
     return (getattr(module, owner_name) if owner_name else module), name
 
 
-def _trampoline(owner: "Any", name: str, original: "Callable", kind: str) -> "Callable":
+def trampoline(
+    owner: "Any", name: str, original: "Callable", kind: str, first_call: "Callable[[], None]"
+) -> "Callable":
+    """A stand-in for ``owner.name`` that calls ``first_call()`` (which replaces it), then
+    whatever ``owner.name`` is by then. ``kind``: "method" (a class attribute) or
+    "function"."""
     if kind == "method":
 
         def method(self: "Any", *args: "Any", **kwargs: "Any") -> "Any":
-            fire()
+            first_call()
             return getattr(owner, name)(self, *args, **kwargs)
 
         method.__wrapped__ = original  # type: ignore[attr-defined]
         return method
 
     def function(*args: "Any", **kwargs: "Any") -> "Any":
-        fire()
+        first_call()
         return getattr(owner, name)(*args, **kwargs)
 
     function.__wrapped__ = original  # type: ignore[attr-defined]
@@ -72,9 +77,9 @@ def _install(module_name: str, module: "Any") -> None:
         for path, kind in _POINTS[module_name]:
             owner, name = _resolve(module, path)
             original = vars(owner)[name]
-            trampoline = _trampoline(owner, name, original, kind)
-            setattr(owner, name, trampoline)
-            _installed.append((owner, name, original, trampoline))
+            stand_in = trampoline(owner, name, original, kind, fire)
+            setattr(owner, name, stand_in)
+            _installed.append((owner, name, original, stand_in))
 
 
 class _HookedLoader:
@@ -145,8 +150,8 @@ def disarm() -> "Optional[Settings]":
                 sys.meta_path.remove(_watcher)
             _watcher = None
         while _installed:
-            owner, name, original, trampoline = _installed.pop()
-            if vars(owner).get(name) is trampoline:
+            owner, name, original, stand_in = _installed.pop()
+            if vars(owner).get(name) is stand_in:
                 setattr(owner, name, original)
         settings, _settings = _settings, None
         return settings

@@ -18,13 +18,14 @@ from typing import Any, Callable, List, Optional, Tuple
 from .config import Settings
 
 _lock = threading.RLock()
-_applied: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, wrapper)
-_checker: Optional[Any] = None
+_applied: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, replacement)
+_settings: Optional[Settings] = None
+_checker: Optional[Any] = None  # made at the first process start
 _fork_hook_installed = False
 
 
-def _patch_table(checker: Any) -> List[Tuple[Any, str, Callable]]:
-    from multiprocessing import popen_fork, queues, reduction, sharedctypes, synchronize
+def _creation_table() -> List[Tuple[Any, str, Callable[[Callable], Callable]]]:
+    from multiprocessing import queues, sharedctypes, synchronize
 
     from .hooks import composite_hook, semlock_hook
 
@@ -38,17 +39,17 @@ def _patch_table(checker: Any) -> List[Tuple[Any, str, Callable]]:
         (queues.SimpleQueue, "__init__", composite_hook),
         (sharedctypes, "Value", composite_hook),
         (sharedctypes, "Array", composite_hook),
-        (reduction, "dump", _wrapt(checker.dump)),
-        (popen_fork.Popen, "_launch", _wrapt(checker.fork_launch)),
     ]
 
 
-def _wrapt(wrapper: Callable) -> Callable[[Callable], Any]:
-    """The start-time interceptions are wrapt wrappers: they run once per start, where
-    wrapt's exact descriptor behaviour matters more than its per-call cost."""
-    import wrapt
+def _start_table() -> List[Tuple[Any, str, str, str]]:
+    """(owner, name, kind, Checker method) of the two start-time interceptions."""
+    from multiprocessing import popen_fork, reduction
 
-    return lambda original: wrapt.FunctionWrapper(original, wrapper)
+    return [
+        (reduction, "dump", "function", "dump"),
+        (popen_fork.Popen, "_launch", "method", "fork_launch"),
+    ]
 
 
 def _after_fork_in_child() -> None:
@@ -59,55 +60,95 @@ def _after_fork_in_child() -> None:
         _checker.reset_after_fork()
 
 
+def _apply(owner: Any, name: str, replacement: Any) -> None:
+    original = vars(owner)[name]
+    setattr(owner, name, replacement)
+    _applied.append((owner, name, original, replacement))
+
+
 def enable(settings: Settings) -> None:
-    """Apply the patches (or just take the new settings when already applied)."""
-    global _checker, _fork_hook_installed
+    """Apply the patches (or just take the new settings when already applied).
+
+    The creation hooks go on at once. The start-time interceptions are plain stand-ins
+    until the first process start, which imports wrapt (and, with it, asyncio: 50 to
+    70 ms) and the checking modules: a process that only creates primitives, such as
+    most spawned children that do anything with them, never pays for those.
+    """
+    global _settings, _fork_hook_installed
     from . import lazy
 
     lazy.disarm()  # outside our lock: lazy.fire() takes its lock, then ours
     with _lock:
         from . import stacks
-        from .handoff import Checker
         from .origins import tracker
 
         tracker.capture = stacks.capturer(settings.stack_depth)
-        if _checker is not None:
-            _checker.settings = settings
+        if _settings is not None:
+            _settings = settings
+            if _checker is not None:
+                _checker.settings = settings
             return
-        checker = Checker(settings)
         try:
-            for owner, name, make_replacement in _patch_table(checker):
+            for owner, name, make_hook in _creation_table():
+                _apply(owner, name, make_hook(vars(owner)[name]))
+            for owner, name, kind, _ in _start_table():
                 original = vars(owner)[name]
-                wrapped = make_replacement(original)
-                setattr(owner, name, wrapped)
-                _applied.append((owner, name, original, wrapped))
+                _apply(owner, name, lazy.trampoline(owner, name, original, kind, _start_checks))
         except BaseException:
             _restore()
             raise
-        _checker = checker
+        _settings = settings
         if not _fork_hook_installed:
             os.register_at_fork(after_in_child=_after_fork_in_child)
             _fork_hook_installed = True
 
 
+def _start_checks() -> None:
+    """First process start: put the wrapt interceptions in place of their stand-ins."""
+    global _settings, _checker
+    with _lock:
+        if _settings is None or _checker is not None:
+            return
+        try:
+            import wrapt
+
+            from .handoff import Checker
+
+            checker = Checker(_settings)
+            wrappers = {name: getattr(checker, method) for _, name, _, method in _start_table()}
+            for i, (owner, name, original, current) in enumerate(_applied):
+                if name in wrappers and vars(owner).get(name) is current:
+                    wrapper = wrapt.FunctionWrapper(original, wrappers[name])
+                    setattr(owner, name, wrapper)
+                    _applied[i] = (owner, name, original, wrapper)
+        except Exception as exc:
+            from .faults import report_fault
+
+            report_fault("preparing the start checks", exc)
+            _restore()  # step aside entirely: this start, and every later one, is native
+            _settings = None
+            return
+        _checker = checker
+
+
 def _restore() -> None:
     while _applied:
-        owner, name, original, wrapped = _applied.pop()
-        if vars(owner).get(name) is wrapped:
+        owner, name, original, replacement = _applied.pop()
+        if vars(owner).get(name) is replacement:
             setattr(owner, name, original)
 
 
 def disable() -> None:
     """Remove every patch: multiprocessing is exactly as CPython made it."""
-    global _checker
+    global _settings, _checker
     from . import lazy
 
     lazy.disarm()
     with _lock:
         _restore()
+        _settings = None
         _checker = None
 
 
 def current_settings() -> Optional[Settings]:
-    checker = _checker
-    return checker.settings if checker is not None else None
+    return _settings

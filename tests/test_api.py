@@ -34,6 +34,9 @@ def originals():
     return [vars(owner)[name] for owner, name in PATCHED]
 
 
+ORIGINALS = originals()
+
+
 def start(proc):
     proc.start()
     proc.join(60)
@@ -209,6 +212,25 @@ def test_internal_fault_fails_open(monkeypatch, capfd) -> None:
     err = capfd.readouterr().err.splitlines()
     faults = [line for line in err if line.startswith("mpsanitizer: internal error")]
     assert len(faults) == 2 and "LookupError: boom" in faults[0]
+
+
+def test_a_fault_preparing_the_start_checks_steps_aside_natively(monkeypatch, capfd) -> None:
+    import wrapt
+
+    def broken(*args):
+        raise LookupError("no wrapper today")
+
+    mpsanitizer.enable()
+    monkeypatch.setattr(wrapt, "FunctionWrapper", broken)
+    lock = FORK.Lock()
+    assert start(FORK.Process(target=h.touch, args=(lock,))) == 0
+    err = capfd.readouterr().err.splitlines()
+    assert err == [
+        "mpsanitizer: internal error while preparing the start checks "
+        "(LookupError: no wrapper today); continuing without this check"
+    ]
+    assert not mpsanitizer.is_enabled()
+    assert originals() == ORIGINALS
 
 
 class Awkward:

@@ -284,18 +284,46 @@ def test_children_that_only_run_their_target_never_import_wrapt(tmp_path: Path, 
 
 def test_explicit_enable_and_disable_take_over_from_lazy_activation(tmp_path: Path) -> None:
     code = """
-import multiprocessing.synchronize as s, multiprocessing.reduction as r, mpsanitizer
+import multiprocessing.synchronize as s, multiprocessing.reduction as r, mpsanitizer, sys
 armed = s.SemLock.__init__
 mpsanitizer.enable(mode="warn")
 hook = vars(s.SemLock)["__init__"]
-print(hook is not armed, hook.__wrapped__ is armed.__wrapped__, type(r.dump).__name__)
-print(mpsanitizer.settings().mode)
+print(hook is not armed, hook.__wrapped__ is armed.__wrapped__, mpsanitizer.settings().mode)
 mpsanitizer.disable()
 print(mpsanitizer.is_enabled(), s.SemLock.__init__ is armed.__wrapped__)
 """
     result = python(["-c", code], tmp_path, {"MPSANITIZE": "1"})
-    expected = ["True", "True", "FunctionWrapper", "warn", "False", "True"]
-    assert result.stdout.split() == expected, result.stderr
+    assert result.stdout.split() == ["True", "True", "warn", "False", "True"], result.stderr
+
+
+CREATE_THEN_START = """
+import multiprocessing as mp, multiprocessing.reduction as r, sys, mpsanitizer
+
+def main():
+    mpsanitizer.enable()
+    lock, queue = mp.get_context("spawn").Lock(), mp.get_context("fork").Queue()
+    print("after creating:", "wrapt" in sys.modules, type(r.dump).__name__)
+    child = mp.get_context("spawn").Process(target=print, args=("child",))
+    child.start()
+    child.join()
+    print("after a start:", "wrapt" in sys.modules, type(r.dump).__name__)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_wrapt_and_the_checks_load_at_the_first_start_not_at_the_first_primitive(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "app.py").write_text(CREATE_THEN_START)
+    result = python(["app.py"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "after creating: False function",
+        "child",
+        "after a start: True FunctionWrapper",
+    ]
 
 
 def test_log_path_writes_one_json_lines_file_per_process(tmp_path: Path) -> None:
