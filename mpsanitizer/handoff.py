@@ -151,17 +151,14 @@ class Checker:
         return self._deliver(self._safe_findings(obj, target, pickler.hits))
 
     def _walk_fork(self, proc: Any) -> List[Hit]:
+        found = walk.tracked_objects(
+            walk.process_roots(proc), kinds.is_tracked, FORK_WALK_BUDGET, FORK_WALK_PER_CONTAINER
+        )
         hits: List[Hit] = []
-
-        def visit(node: Any, obj: Any) -> bool:
-            if not kinds.is_tracked(obj):
-                return True
+        for obj in found:
             verdict = judge(obj, "fork")
             if verdict is not None:
-                hits.append((obj, verdict, walk.path_of(node)))
-            return False
-
-        walk.walk(walk.process_roots(proc), visit, FORK_WALK_BUDGET, FORK_WALK_PER_CONTAINER)
+                hits.append((obj, verdict, None))  # its path is looked up for the report
         return hits
 
     def _safe_findings(self, proc: Any, target: str, hits: List[Hit]) -> List[Finding]:

@@ -8,6 +8,7 @@ offender that the pickling scan found (``args[0]``, ``kwargs['cfg'].queue``,
 from __future__ import annotations
 
 import functools
+import inspect
 import types
 from itertools import islice
 from multiprocessing import process
@@ -16,6 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 ATOMIC = frozenset(
     {int, float, complex, bool, str, bytes, bytearray, type(None), range, type(Ellipsis)}
 )
+_all_atomic = ATOMIC.issuperset  # of an iterable of types, in C
 _OPAQUE = (
     types.FunctionType,
     types.BuiltinFunctionType,
@@ -58,7 +60,7 @@ def process_kind(proc: Any) -> Tuple[str, Optional[Tuple[str, ...]]]:
     if code is None:
         return via, None
     names = code.co_varnames[: code.co_argcount]
-    if isinstance(target, types.MethodType):
+    if type(target) is types.MethodType:
         names = names[1:]
     return via, tuple(names)
 
@@ -66,8 +68,9 @@ def process_kind(proc: Any) -> Tuple[str, Optional[Tuple[str, ...]]]:
 def process_roots(proc: Any) -> Iterator[Tuple[str, Any]]:
     """What the child receives, as (path, object) pairs."""
     target = getattr(proc, "_target", None)
-    if isinstance(target, (types.MethodType, functools.partial)) or (
-        target is not None and not isinstance(target, _OPAQUE)
+    kind = type(target)
+    if issubclass(kind, (types.MethodType, functools.partial)) or (
+        target is not None and not issubclass(kind, _OPAQUE)
     ):
         yield "target", target
     args = getattr(proc, "_args", ())
@@ -99,45 +102,47 @@ def parts(obj: Any, limit: Optional[int] = None) -> List[Part]:
     it runs inside ``Process.start()`` for fork children.
     """
     cls = type(obj)
-    found: List[Part] = []
+    if cls is list or cls is tuple:  # the commonest containers, before any lookup
+        items = obj if limit is None else obj[:limit]
+        if _all_atomic(map(type, items)):
+            return []
+        return [(INDEX, i, item) for i, item in enumerate(items) if type(item) not in ATOMIC]
     if _PLAIN_CLASSES.get(cls):
-        attrs = object.__getattribute__(obj, "__dict__")
+        attrs = obj.__dict__
         if limit is not None and len(attrs) > limit:
             attrs = dict(islice(attrs.items(), limit))
-        for name, value in attrs.items():
-            if type(value) not in ATOMIC:
-                found.append((ATTR, name, value))
-        return found
-    if isinstance(obj, (list, tuple)):
-        for i, item in enumerate(obj if limit is None else obj[:limit]):
-            if type(item) not in ATOMIC:
-                found.append((INDEX, i, item))
-        return found
-    if isinstance(obj, dict):
+        if _all_atomic(map(type, attrs.values())):
+            return []
+        return [(ATTR, name, value) for name, value in attrs.items() if type(value) not in ATOMIC]
+    found: List[Part] = []
+    if issubclass(cls, (list, tuple)):
+        items = obj if limit is None else obj[:limit]
+        return [(INDEX, i, item) for i, item in enumerate(items) if type(item) not in ATOMIC]
+    if issubclass(cls, dict):
         for n, (key, value) in enumerate(islice(obj.items(), limit)):
             if type(key) not in ATOMIC:
                 found.append((KEY_OBJECT, n, key))
             if type(value) not in ATOMIC:
                 found.append((KEY, key, value))
         return found
-    if isinstance(obj, (set, frozenset)):
+    if issubclass(cls, (set, frozenset)):
         items = islice(obj, limit)
         return [(ITEM, n, item) for n, item in enumerate(items) if type(item) not in ATOMIC]
-    if isinstance(obj, functools.partial):
+    if issubclass(cls, functools.partial):
         return [
             (ATTR, "func", obj.func),
             (ATTR, "args", obj.args),
             (ATTR, "keywords", obj.keywords),
         ]
-    if isinstance(obj, types.MethodType):
+    if issubclass(cls, types.MethodType):
         return [(ATTR, "__self__", obj.__self__)]
-    if isinstance(obj, _OPAQUE):
+    if issubclass(cls, _OPAQUE):
         return []
     try:
         attrs = object.__getattribute__(obj, "__dict__")
     except AttributeError:
         attrs = None
-    if isinstance(attrs, dict):
+    if issubclass(type(attrs), dict):
         found = [(ATTR, name, value) for name, value in list(islice(attrs.items(), limit))]
     for slot in _slots(cls):
         found.append((ATTR, slot, _slot_value(obj, slot)))
@@ -166,12 +171,16 @@ def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
 
 
 def _is_plain(cls: type) -> bool:
-    """Instances whose pickled state is their ``__dict__``: no slots, no container base."""
+    """Instances whose pickled state is their ``__dict__`` (no slots, no container base),
+    and whose ``obj.__dict__`` runs no code of theirs."""
     if _slots(cls) or issubclass(cls, _SPECIAL):
         return False
     if any(base is not object and base.__module__ == "builtins" for base in cls.__mro__):
         return False
-    return "__dict__" in dir(cls) and not issubclass(cls, _OPAQUE)
+    if cls.__getattribute__ is not object.__getattribute__:
+        return False
+    descriptor = inspect.getattr_static(cls, "__dict__", None)
+    return type(descriptor) is types.GetSetDescriptorType and not issubclass(cls, _OPAQUE)
 
 
 def _slot_value(obj: Any, slot: str) -> Any:
@@ -262,6 +271,42 @@ def walk(
             kind, key, child = found[i]
             stack.append(((node, kind, key), child))
     return True
+
+
+def tracked_objects(
+    roots: Iterator[Tuple[str, Any]],
+    is_tracked: Callable[[Any], bool],
+    budget: int,
+    per_container: Optional[int] = None,
+) -> List[Any]:
+    """The tracked objects among the first ``budget`` objects reachable from ``roots``
+    (at most ``per_container`` items of any one container), in walk order.
+
+    :func:`walk` without paths or callbacks, for the check that runs inside every fork
+    start: paths of the few objects found are computed afterwards by :func:`locate`.
+    """
+    stack = [obj for _, obj in roots if type(obj) not in ATOMIC]
+    stack.reverse()
+    seen = set()  # ids: every object met is held by the process object, so ids stay unique
+    found: List[Any] = []
+    expand = parts
+    while stack and budget > 0:
+        obj = stack.pop()
+        key = id(obj)
+        if key in seen:
+            continue
+        seen.add(key)
+        budget -= 1
+        if is_tracked(obj):
+            found.append(obj)
+            continue
+        try:
+            inner = expand(obj, per_container)
+        except Exception:  # an object whose inspection raises: pickling would decide
+            continue
+        if inner:
+            stack.extend([part[2] for part in reversed(inner)])
+    return found
 
 
 def locate(proc: Any, wanted: Dict[int, Any], budget: int = 200_000) -> Dict[int, str]:

@@ -244,6 +244,29 @@ class Awkward:
         raise RuntimeError("no dict either")
 
 
+class Watchful:
+    """Counts every attribute lookup made on its instances."""
+
+    lookups = 0
+
+    def __init__(self) -> None:
+        self.items = [[1], {"k": [2]}]
+
+    def __getattribute__(self, name):
+        type(self).lookups += 1
+        return object.__getattribute__(self, name)
+
+
+def test_the_fork_check_runs_no_code_of_the_objects_it_inspects() -> None:
+    mpsanitizer.enable()
+    spawn_born = SPAWN.Lock()  # a primitive born outside fork: fork starts are checked
+    watched = Watchful()
+    Watchful.lookups = 0
+    with pytest.warns(ContextMixingWarning, match=r"Lock at args\[1\]"):
+        assert start(FORK.Process(target=h.noop, args=(watched, spawn_born))) == 0
+    assert Watchful.lookups == 0
+
+
 def test_awkward_and_deep_arguments_do_not_break_a_fork_start(capfd) -> None:
     mpsanitizer.enable()
     deep: list = []
