@@ -475,7 +475,7 @@ class StubbedCapture:
         from mpsanitizer import origins
 
         self.mpsanitizer.enable()
-        origins.tracker.capture = lambda frame: []
+        origins.tracker.make = lambda skip, method: [method, 0, 0]
 
     def off(self) -> None:
         self.mpsanitizer.disable()
@@ -523,13 +523,13 @@ def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
             lambda: plain_queue(ctx=ctx),
             lambda: hooked_queue(ctx=ctx),
         )
-        capture = origins.tracker.capture
+        make = origins.tracker.make
         alone(
-            f"part: capture of {DEFAULT_DEPTH} frames",
-            lambda: capture(sys._getframe()),
+            f"part: the record (first user frame, {DEFAULT_DEPTH} frames, pid, serial)",
+            lambda: make(0, "fork"),
         )
-        alone("part: `stacks.user_frame()` past one internal frame", lambda: stacks.user_frame(1))
-        alone("part: `Origin(stack, pid)` (stack given)", lambda: origins.Origin([], 0))
+        bare = stacks.capturer(DEFAULT_DEPTH)
+        alone(f"part: the stack alone ({DEFAULT_DEPTH} frames)", lambda: bare(0))
         alone(
             "part: this thread's composite (`building.get(get_ident())`)",
             lambda: origins.building.get(threading.get_ident()),

@@ -100,7 +100,7 @@ def judge(obj: Any, target: str) -> Optional[Verdict]:
     """
     locks = kinds.semlocks_of(obj)
     record = next((r for r in map(origins.origin_of, locks) if r is not None), None)
-    method = record.start_method if record is not None else None
+    method = record[origins.METHOD] if record is not None else None
     unlinked = any(_is_unlinked(lock) for lock in locks)
     if unlinked and target != "fork":
         return Verdict(MISMATCH, "error", record, method or "fork")

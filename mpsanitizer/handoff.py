@@ -181,7 +181,7 @@ class Checker:
             if self.settings.strict:
                 severity = "error"
             origin = verdict.origin
-            identity = (origin.pid, origin.serial) if origin else id(obj)
+            identity = (origin[origins.PID], origin[origins.SERIAL]) if origin else id(obj)
             findings.append(
                 Finding(
                     kind=verdict.kind,
@@ -191,9 +191,9 @@ class Checker:
                     path=path or paths.get(id(obj), "(inside the pickled process object)"),
                     origin=verdict.origin_method,
                     target=target,
-                    created_at=stacks.resolve(origin.stack) if origin else [],
+                    created_at=stacks.resolve(origin[origins.STACK :]) if origin else [],
                     started_at=started,
-                    creator_pid=origin.pid if origin else None,
+                    creator_pid=origin[origins.PID] if origin else None,
                     process_name=getattr(proc, "_name", "") or "",
                     process_class=type(proc).__name__,
                     via=via,

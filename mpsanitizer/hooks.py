@@ -16,22 +16,21 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import origins, stacks
-from .faults import report_fault
 
 _SEMLOCK = """
 def {name}({params}):
     _mps_original({call})
-    if not _mps_building:  # no composite under construction anywhere: a bare SemLock
-        _mps_record({first}, {ctx}, None)
-        return
     try:
-        _mps_origin = _mps_building.get(_mps_ident())
-        if _mps_origin is None or _mps_origin.start_method is None:
-            _mps_record({first}, {ctx}, _mps_origin)
-        else:
-            {first}._mpsanitizer_origin = _mps_origin
+        if _mps_building:  # some thread builds a composite: is it this one?
+            _mps_origin = _mps_building.get(_mps_ident())
+            if _mps_origin is not None:
+                if _mps_origin[0] is None:
+                    _mps_origin[0] = _mps_start_method({ctx})
+                {first}._mpsanitizer_origin = _mps_origin
+                return
+        {first}._mpsanitizer_origin = _mps_tracker.make(1, _mps_start_method({ctx}))
     except Exception as _mps_exc:
-        _mps_fault("recording a SemLock's origin", _mps_exc)
+        _mps_fail(_mps_exc)
 """
 
 _COMPOSITE = """
@@ -39,10 +38,11 @@ def {name}({params}):
     _mps_thread = _mps_ident()
     if _mps_building and _mps_thread in _mps_building:
         return _mps_original({call})
-    _mps_origin = _mps_new_origin()
-    if _mps_origin is None:
+    try:
+        _mps_building[_mps_thread] = _mps_tracker.make(1, None)
+    except Exception as _mps_exc:
+        _mps_fail(_mps_exc)
         return _mps_original({call})
-    _mps_building[_mps_thread] = _mps_origin
     try:
         return _mps_original({call})
     finally:
@@ -73,9 +73,9 @@ def _generate(template: str, original: Callable) -> Callable:
         "_mps_original": original,
         "_mps_building": origins.building,
         "_mps_ident": threading.get_ident,
-        "_mps_record": origins.record,
-        "_mps_new_origin": origins.new_origin,
-        "_mps_fault": report_fault,
+        "_mps_tracker": origins.tracker,
+        "_mps_start_method": origins.start_method,
+        "_mps_fail": origins.fail,
     }
     exec(compile(source, f"<mpsanitizer hook for {original.__qualname__}>", "exec"), namespace)
     hook = namespace["hook"]

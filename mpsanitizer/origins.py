@@ -6,6 +6,10 @@ travels with a pickle. Composite objects (a ``Queue``, an ``Event``, a
 synchronized ``Value``) are made of SemLocks: the outermost constructor
 captures one stack and its inner SemLocks share that record, so nothing is
 recorded twice.
+
+A record is a plain list, ``[start method, pid, serial, code, lasti, code, lasti...]``
+(innermost frame first), built by one generated function: it is made on every
+creation, where a class instance would cost more than the rest of the record.
 """
 
 from __future__ import annotations
@@ -13,27 +17,16 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from . import stacks
+from .config import DEFAULT_STACK_DEPTH
 from .faults import report_fault
 
 ATTRIBUTE = "_mpsanitizer_origin"
+METHOD, PID, SERIAL, STACK = 0, 1, 2, 3  # STACK: where the raw stack starts
 
-
-class Origin:
-    """Start method, creating pid and raw creation stack of one user-made object."""
-
-    __slots__ = ("pid", "serial", "stack", "start_method")
-
-    def __init__(self, stack: stacks.RawStack, pid: int) -> None:
-        self.start_method: Optional[str] = None
-        self.pid = pid
-        self.stack = stack
-        self.serial = next(_serials)
-
-
-_serials = itertools.count()
+Origin = List[Any]
 
 
 class _Tracker:
@@ -41,7 +34,7 @@ class _Tracker:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.capture = stacks.capturer(8)
+        self.make: stacks.RawCapture = lambda skip, method: [method, self.pid, -1]
         # Records of objects not born in a fork context: while there are none, no fork
         # start can hand a child anything from another context, and its check is skipped.
         self.foreign = 0
@@ -54,7 +47,22 @@ class _Tracker:
             building[threading.get_ident()] = mine
 
 
+_serials = itertools.count()
+
+
+def maker(depth: int) -> stacks.RawCapture:
+    """``make(skip, method)``: a new record for an object whose maker is the first user
+    frame at or above ``skip`` calls up from the caller of ``make``."""
+    return stacks.capturer(
+        depth,
+        ("method", "_tracker.pid", "_next_serial()"),
+        _tracker=tracker,
+        _next_serial=_serials.__next__,
+    )
+
+
 tracker = _Tracker()
+tracker.make = maker(DEFAULT_STACK_DEPTH)  # enable() makes it again for its stack depth
 # The origin of the composite each thread is building, by thread ident: its inner SemLocks
 # share it. A dict read is a fraction of a threading.local attribute read, eight per Queue.
 building: Dict[int, Origin] = {}
@@ -64,30 +72,18 @@ def origin_of(semlock: Any) -> Optional[Origin]:
     return getattr(semlock, ATTRIBUTE, None)
 
 
-def new_origin() -> Optional[Origin]:
-    """A record for an object being made by the caller of the hook that calls this."""
-    try:
-        return Origin(tracker.capture(stacks.user_frame(2)), tracker.pid)
-    except Exception as exc:
-        report_fault("recording an object's origin", exc)
-        return None
+def start_method(ctx: Any) -> str:
+    """The start method of the context a SemLock was made with (None: the default one,
+    SemLock's own rule), counting the records born outside fork."""
+    if ctx is None:
+        from multiprocessing import context
+
+        ctx = context._default_context
+    method = ctx.get_start_method()
+    if method != "fork":
+        tracker.foreign += 1
+    return method
 
 
-def record(semlock: Any, ctx: Any, origin: Optional[Origin]) -> None:
-    """Attach an origin to a new SemLock: the composite's being built (``origin``), or
-    its own. The hook calls this for a bare SemLock and the first of a composite's."""
-    try:
-        if origin is None:  # a bare Lock, made by the first user frame above the hook's
-            # caller: that caller is a SemLock subclass's __init__ (Lock, RLock...).
-            origin = Origin(tracker.capture(stacks.user_frame(3)), tracker.pid)
-        if origin.start_method is None:
-            if ctx is None:  # SemLock's own rule: no context means the default one
-                from multiprocessing import context
-
-                ctx = context._default_context
-            origin.start_method = ctx.get_start_method()
-            if origin.start_method != "fork":
-                tracker.foreign += 1
-        semlock._mpsanitizer_origin = origin
-    except Exception as exc:
-        report_fault("recording a SemLock's origin", exc)
+def fail(exc: BaseException) -> None:
+    report_fault("recording an object's origin", exc)

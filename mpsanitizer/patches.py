@@ -79,10 +79,9 @@ def enable(settings: Settings) -> None:
 
     lazy.disarm()  # outside our lock: lazy.fire() takes its lock, then ours
     with _lock:
-        from . import stacks
-        from .origins import tracker
+        from .origins import maker, tracker
 
-        tracker.capture = stacks.capturer(settings.stack_depth)
+        tracker.make = maker(settings.stack_depth)
         if _settings is not None:
             _settings = settings
             if _checker is not None:

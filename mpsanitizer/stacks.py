@@ -6,7 +6,7 @@ import linecache
 import os
 import sys
 from dataclasses import dataclass
-from types import CodeType, FrameType
+from types import CodeType
 from typing import Callable, Dict, List, Optional, Tuple
 
 # Innermost first, flat: [code, lasti, code, lasti, ...]. Lines are computed only for reports.
@@ -93,70 +93,94 @@ def _module_is_internal(name: Optional[str]) -> bool:
     return internal
 
 
-def user_frame(skip: int) -> Optional[FrameType]:
-    """The first frame outside multiprocessing and mpsanitizer, at or above the frame
-    ``skip`` calls up from the caller (0: the caller itself)."""
+_FIND_BY_MODULE = """\
     depth = skip + 1
     try:
-        if _module_name is not None:
-            known_module = _internal_modules.get
-            while True:
-                name = _module_name(depth)
-                internal = known_module(name)
-                if internal is None:
-                    internal = _module_is_internal(name)
-                if not internal:
-                    return sys._getframe(depth)
-                depth += 1
-        frame: Optional[FrameType] = sys._getframe(depth)
+        while True:
+            name = _module_name(depth)
+            internal = _known_module(name)
+            if internal is None:
+                internal = _module_is_internal(name)
+            if not internal:
+                break
+            depth += 1
+        f = _getframe(depth)
     except ValueError:
-        return None
-    known = _internal_ids.get
-    while frame is not None:
-        code = frame.f_code
-        internal = known(id(code))
+        return [{head}]
+    c0 = f.f_code
+"""
+_FIND_BY_CODE = """\
+    try:
+        f = _getframe(skip + 1)
+    except ValueError:
+        return [{head}]
+    while True:
+        c0 = f.f_code
+        internal = _known_code(id(c0))
         if internal is None:
-            internal = _classify(code)
+            internal = _classify(c0)
         if not internal:
             break
-        frame = frame.f_back
-    return frame
+        f = f.f_back
+        if f is None:
+            return [{head}]
+"""
+
+RawCapture = Callable[..., List[object]]
+_capturers: Dict[Tuple[object, ...], RawCapture] = {}
 
 
-RawCapture = Callable[[Optional[FrameType]], RawStack]
-_capturers: Dict[int, RawCapture] = {}
-
-
-def capturer(depth: int) -> RawCapture:
-    """A function keeping up to ``depth`` frames from a given one, innermost first.
+def capturer(depth: int, head: Tuple[str, ...] = (), **names: object) -> RawCapture:
+    """A function ``capture(skip, *head)`` returning ``[*head, code, lasti, ...]``: up to
+    ``depth`` frames, innermost first, from the first frame outside multiprocessing and
+    mpsanitizer at or above the one ``skip`` calls up from its caller (0: the caller).
 
     It runs on every primitive's creation, so it is generated as straight-line code, as
-    :mod:`dataclasses` generates ``__init__``: a loop costs half again as much. It keeps
-    code objects and instruction offsets; a line number would be computed now."""
+    :mod:`dataclasses` generates ``__init__``: a loop and separate calls to find the
+    frame and to build the record cost half again as much. ``head`` names leading items
+    of the record; they are expressions over the parameters of the same names and
+    ``names``. It keeps code objects and instruction offsets; a line would be computed now.
+    """
+    key = (depth, head, tuple(sorted((name, id(value)) for name, value in names.items())))
     try:
-        return _capturers[depth]
+        return _capturers[key]
     except KeyError:
         pass
-    kept: List[str] = []
-    lines = ["def capture(f):", "    if f is None: return []"]
+    params = [name for name in head if name.isidentifier()]
+    items = list(head)
+    find = _FIND_BY_MODULE if _module_name is not None else _FIND_BY_CODE
+    lines = [f"def capture(skip{''.join(', ' + p for p in params)}):"]
+    lines += find.format(head=", ".join(items)).splitlines()
     for i in range(depth):
         if i:
-            lines += ["    f = f.f_back", f"    if f is None: return [{', '.join(kept)}]"]
-        lines.append(f"    c{i} = f.f_code; l{i} = f.f_lasti")
-        kept += [f"c{i}", f"l{i}"]
-    lines.append(f"    return [{', '.join(kept)}]")
-    namespace: Dict[str, object] = {}
-    exec(compile("\n".join(lines), f"<mpsanitizer capture of {depth} frames>", "exec"), namespace)
+            lines += ["    f = f.f_back", f"    if f is None: return [{', '.join(items)}]"]
+            lines.append(f"    c{i} = f.f_code")
+        lines.append(f"    l{i} = f.f_lasti")
+        items += [f"c{i}", f"l{i}"]
+    lines.append(f"    return [{', '.join(items)}]")
+    namespace: Dict[str, object] = {
+        "__name__": __name__,  # its frames count as ours, by module name too
+        "_module_name": _module_name,
+        "_known_module": _internal_modules.get,
+        "_module_is_internal": _module_is_internal,
+        "_getframe": sys._getframe,
+        "_known_code": _internal_ids.get,
+        "_classify": _classify,
+        **names,
+    }
+    source = "\n".join(lines)
+    exec(compile(source, f"<mpsanitizer capture of {depth} frames>", "exec"), namespace)
     capture = namespace["capture"]
     mark_internal(capture.__code__)  # type: ignore[attr-defined]
-    _capturers[depth] = capture  # type: ignore[assignment]
+    if len(_capturers) < 1000:
+        _capturers[key] = capture  # type: ignore[assignment]
     return capture  # type: ignore[return-value]
 
 
 def capture(depth: int, skip: int = 1) -> RawStack:
     """The user's stack, from the first user frame at or above the caller's caller
     (``skip`` = 1) or further up."""
-    return capturer(depth)(user_frame(skip + 1))
+    return capturer(depth)(skip + 1)
 
 
 def line_of(code: CodeType, lasti: int) -> int:

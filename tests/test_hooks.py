@@ -92,7 +92,7 @@ def test_every_inner_semlock_shares_the_one_origin_of_its_object() -> None:
     inner += [queue._cond._lock, queue._cond._sleeping_count, queue._cond._wait_semaphore]
     records = {id(origins.origin_of(lock)) for lock in inner}
     assert len(records) == 1
-    assert origins.origin_of(queue._rlock).start_method == "fork"
+    assert origins.origin_of(queue._rlock)[origins.METHOD] == "fork"
 
 
 def test_a_lock_made_while_another_thread_builds_a_composite_has_its_own_origin() -> None:
@@ -128,7 +128,7 @@ def test_composites_built_by_two_threads_at_once_keep_their_own_stacks() -> None
         assert finding.created_at[-1].function == "build"
         assert finding.object_type == ("Queue" if name == "queue" else "Event")
         locks = [obj._rlock, obj._wlock, obj._sem] if name == "queue" else [obj._flag]
-        assert all(origins.origin_of(lock).start_method == "fork" for lock in locks)
+        assert all(origins.origin_of(lock)[origins.METHOD] == "fork" for lock in locks)
 
 
 def test_a_fork_child_forgets_composites_of_threads_that_did_not_survive() -> None:
