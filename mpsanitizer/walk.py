@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
+from collections import deque
 from itertools import islice
 from multiprocessing import process
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -277,35 +278,44 @@ def tracked_objects(
     roots: Iterator[Tuple[str, Any]],
     is_tracked: Callable[[Any], bool],
     budget: int,
-    per_container: Optional[int] = None,
+    per_container: int,
 ) -> List[Any]:
     """The tracked objects among the first ``budget`` objects reachable from ``roots``
-    (at most ``per_container`` items of any one container), in walk order.
+    (at most ``per_container`` items of any one container), breadth first.
 
-    :func:`walk` without paths or callbacks, for the check that runs inside every fork
-    start: paths of the few objects found are computed afterwards by :func:`locate`.
+    The check that runs inside every fork start. Breadth first, because primitives sit
+    near the top of what a child receives (an argument, a config object's attribute),
+    not deep inside its data. Unlike :func:`walk`, it makes no paths (:func:`locate`
+    names the few objects found) and expands lists, tuples and plain objects, most of
+    what it meets, inline, with the C-level ``extend`` of a deque.
     """
-    stack = [obj for _, obj in roots if type(obj) not in ATOMIC]
-    stack.reverse()
+    todo = deque([obj for _, obj in roots])
+    take, put = todo.popleft, todo.extend
     seen = set()  # ids: every object met is held by the process object, so ids stay unique
     found: List[Any] = []
-    expand = parts
-    while stack and budget > 0:
-        obj = stack.pop()
+    plain = _PLAIN_CLASSES.get
+    while todo and budget > 0:
+        obj = take()
+        cls = type(obj)
+        if cls in ATOMIC:
+            continue
         key = id(obj)
         if key in seen:
             continue
         seen.add(key)
         budget -= 1
-        if is_tracked(obj):
+        if cls is list or cls is tuple:
+            put(obj[:per_container])
+        elif is_tracked(obj):
             found.append(obj)
-            continue
-        try:
-            inner = expand(obj, per_container)
-        except Exception:  # an object whose inspection raises: pickling would decide
-            continue
-        if inner:
-            stack.extend([part[2] for part in reversed(inner)])
+        elif plain(cls):
+            values = obj.__dict__.values()
+            put(values if len(values) <= per_container else islice(values, per_container))
+        else:
+            try:
+                put([part[2] for part in parts(obj, per_container)])
+            except Exception:  # an object whose inspection raises: pickling would decide
+                continue
     return found
 
 

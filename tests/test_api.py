@@ -267,6 +267,14 @@ def test_the_fork_check_runs_no_code_of_the_objects_it_inspects() -> None:
     assert Watchful.lookups == 0
 
 
+def test_the_fork_check_finds_a_primitive_beside_large_data() -> None:
+    mpsanitizer.enable()
+    rows = [[{"row": [i, str(i)], "tags": {"a", "b"}} for i in range(16)] for _ in range(16)]
+    lock = SPAWN.Lock()  # behind hundreds of objects in walk order, but near the top
+    with pytest.warns(ContextMixingWarning, match=r"Lock at kwargs\['lock'\]"):
+        assert start(FORK.Process(target=h.noop, args=(rows,), kwargs={"lock": lock})) == 0
+
+
 def test_awkward_and_deep_arguments_do_not_break_a_fork_start(capfd) -> None:
     mpsanitizer.enable()
     deep: list = []
