@@ -48,26 +48,54 @@ def _resolve(module: "Any", path: str) -> "Tuple[Any, str]":
 
 
 def trampoline(
-    owner: "Any", name: str, original: "Callable", kind: str, first_call: "Callable[[], None]"
+    owner: "Any", original: "Callable", kind: str, first_call: "Callable[[], None]"
 ) -> "Callable":
-    """A stand-in for ``owner.name`` that calls ``first_call()`` (which replaces it), then
-    whatever ``owner.name`` is by then. ``kind``: "method" (a class attribute) or
-    "function"."""
+    """A stand-in for ``original``, an attribute of ``owner``; ``kind``: "method" (a class
+    attribute) or "function".
+
+    Its first call runs ``first_call()``, which must :func:`point` it at what now stands
+    for ``original`` (a hook, or ``original`` itself); every call goes there. It never
+    looks itself up by name: code that wrapped the stand-in in the meantime (a profiler's
+    patch on ``reduction.dump``) would be called again, without end.
+    """
+    target: List[Any] = [None]
+
+    def resolved() -> "Any":
+        if target[0] is None:
+            first_call()
+        return target[0] if target[0] is not None else original
+
     if kind == "method":
 
         def method(self: "Any", *args: "Any", **kwargs: "Any") -> "Any":
-            first_call()
-            return getattr(owner, name)(self, *args, **kwargs)
+            return resolved().__get__(self, owner)(*args, **kwargs)
 
-        method.__wrapped__ = original  # type: ignore[attr-defined]
-        return method
+        stand_in = method
+    else:
 
-    def function(*args: "Any", **kwargs: "Any") -> "Any":
-        first_call()
-        return getattr(owner, name)(*args, **kwargs)
+        def function(*args: "Any", **kwargs: "Any") -> "Any":
+            return resolved()(*args, **kwargs)
 
-    function.__wrapped__ = original  # type: ignore[attr-defined]
-    return function
+        stand_in = function
+    stand_in.__wrapped__ = original  # type: ignore[attr-defined]
+    _targets[id(stand_in)] = (stand_in, target)
+    return stand_in
+
+
+# id -> (stand-in, its target cell), by identity: a wrapper copies a function's attributes.
+_targets: "Dict[int, Tuple[Any, List[Any]]]" = {}
+
+
+def is_stand_in(obj: "Any") -> bool:
+    entry = _targets.get(id(obj))
+    return entry is not None and entry[0] is obj
+
+
+def point(stand_in: "Any", target: "Any", final: bool = False) -> None:
+    """Make every later call of a :func:`trampoline` stand-in go to ``target``; ``final``:
+    for good (the stand-in is being removed, and forwards to its original from now on)."""
+    entry = _targets.pop(id(stand_in)) if final else _targets[id(stand_in)]
+    entry[1][0] = target
 
 
 def _install(module_name: str, module: "Any") -> None:
@@ -77,7 +105,7 @@ def _install(module_name: str, module: "Any") -> None:
         for path, kind in _POINTS[module_name]:
             owner, name = _resolve(module, path)
             original = vars(owner)[name]
-            stand_in = trampoline(owner, name, original, kind, fire)
+            stand_in = trampoline(owner, original, kind, fire)
             setattr(owner, name, stand_in)
             _installed.append((owner, name, original, stand_in))
 
@@ -151,6 +179,7 @@ def disarm() -> "Optional[Settings]":
             _watcher = None
         while _installed:
             owner, name, original, stand_in = _installed.pop()
+            point(stand_in, original, final=True)
             if vars(owner).get(name) is stand_in:
                 setattr(owner, name, original)
         settings, _settings = _settings, None
@@ -167,16 +196,27 @@ def fire() -> None:
         if _settings is None:
             return
         settings = _settings
+        # Where a stand-in still stands, the patch replaces it and the stand-in forwards to
+        # the patch; one that other code wrapped meanwhile forwards to the original, and
+        # the patch goes around that code.
+        in_place = [
+            (owner, name, _targets[id(stand_in)][1])
+            for owner, name, _, stand_in in _installed
+            if vars(owner).get(name) is stand_in
+        ]
         try:
             from . import patches
 
-            patches.enable(settings)
+            patches.enable(settings)  # disarms first: every stand-in points at its original
         except Exception as exc:
             disarm()
             sys.stderr.write(
                 f"mpsanitizer: could not activate ({type(exc).__name__}: {exc}); "
                 "running without it\n"
             )
+            return
+        for owner, name, target in in_place:
+            target[0] = vars(owner)[name]
 
 
 def _is_helper_process() -> bool:

@@ -92,7 +92,7 @@ def enable(settings: Settings) -> None:
                 _apply(owner, name, make_hook(vars(owner)[name]))
             for owner, name, kind, _ in _start_table():
                 original = vars(owner)[name]
-                _apply(owner, name, lazy.trampoline(owner, name, original, kind, _start_checks))
+                _apply(owner, name, lazy.trampoline(owner, original, kind, _start_checks))
         except BaseException:
             _restore()
             raise
@@ -105,6 +105,8 @@ def enable(settings: Settings) -> None:
 def _start_checks() -> None:
     """First process start: put the wrapt interceptions in place of their stand-ins."""
     global _settings, _checker
+    from . import lazy
+
     with _lock:
         if _settings is None or _checker is not None:
             return
@@ -115,11 +117,13 @@ def _start_checks() -> None:
 
             checker = Checker(_settings)
             wrappers = {name: getattr(checker, method) for _, name, _, method in _start_table()}
-            for i, (owner, name, original, current) in enumerate(_applied):
-                if name in wrappers and vars(owner).get(name) is current:
+            for i, (owner, name, original, stand_in) in enumerate(_applied):
+                if name in wrappers and lazy.is_stand_in(stand_in):
                     wrapper = wrapt.FunctionWrapper(original, wrappers[name])
-                    setattr(owner, name, wrapper)
-                    _applied[i] = (owner, name, original, wrapper)
+                    lazy.point(stand_in, wrapper)  # also where other code wrapped the stand-in
+                    if vars(owner).get(name) is stand_in:
+                        setattr(owner, name, wrapper)
+                        _applied[i] = (owner, name, original, wrapper)
         except Exception as exc:
             from .faults import report_fault
 
@@ -131,8 +135,12 @@ def _start_checks() -> None:
 
 
 def _restore() -> None:
+    from . import lazy
+
     while _applied:
         owner, name, original, replacement = _applied.pop()
+        if lazy.is_stand_in(replacement):
+            lazy.point(replacement, original, final=True)  # other code may still call it
         if vars(owner).get(name) is replacement:
             setattr(owner, name, original)
 

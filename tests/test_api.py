@@ -257,6 +257,41 @@ class Watchful:
         return object.__getattribute__(self, name)
 
 
+def counting_wrapper(owner, name, calls: list):
+    """Wrap ``owner.name`` as profilers and tracing libraries do: call what was there."""
+    saved = vars(owner)[name]
+
+    def wrapper(*args, **kwargs):
+        calls.append(name)
+        return saved(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("where", ["dump", "_launch"])
+def test_a_patch_put_over_ours_before_the_first_start_runs_once_and_we_still_check(
+    monkeypatch, where
+) -> None:
+    owner = reduction if where == "dump" else popen_fork.Popen
+    mpsanitizer.enable()  # the start-time interceptions are stand-ins until the first start
+    calls: list = []
+    wrapper = counting_wrapper(owner, where, calls)
+    monkeypatch.setattr(owner, where, wrapper)
+    if where == "dump":  # spawn pickles the preparation data and the process: two calls
+        with pytest.raises(ContextMismatchError, match=r"Lock at args\[0\]"):
+            SPAWN.Process(target=h.touch, args=(FORK.Lock(),)).start()
+        assert calls == ["dump", "dump"]
+    else:
+        with pytest.warns(ContextMixingWarning, match=r"Lock at args\[0\]"):
+            assert start(FORK.Process(target=h.touch, args=(SPAWN.Lock(),))) == 0
+        assert calls == ["_launch"]
+    mpsanitizer.disable()
+    assert vars(owner)[where] is wrapper
+    del calls[:]
+    assert start(FORK.Process(target=h.noop)) == 0  # our stand-in now passes straight through
+    assert calls == (["_launch"] if where == "_launch" else [])
+
+
 def test_the_fork_check_runs_no_code_of_the_objects_it_inspects() -> None:
     mpsanitizer.enable()
     spawn_born = SPAWN.Lock()  # a primitive born outside fork: fork starts are checked

@@ -296,6 +296,34 @@ print(mpsanitizer.is_enabled(), s.SemLock.__init__ is armed.__wrapped__)
     assert result.stdout.split() == ["True", "True", "warn", "False", "True"], result.stderr
 
 
+WRAPS_THE_ARMED_CONSTRUCTOR = """
+import multiprocessing as mp, multiprocessing.synchronize as s
+
+calls = []
+saved = s.SemLock.__init__  # under MPSANITIZE=1, the stand-in that arms the sanitizer
+
+def counting(self, *args, **kwargs):
+    calls.append(1)
+    return saved(self, *args, **kwargs)
+
+s.SemLock.__init__ = counting
+
+if __name__ == "__main__":
+    lock = mp.get_context("fork").Lock()
+    print("SemLock calls:", len(calls))
+    mp.get_context("spawn").Process(target=print, args=(lock,)).start()
+"""
+
+
+def test_a_patch_put_over_an_armed_stand_in_runs_once_and_we_still_check(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(WRAPS_THE_ARMED_CONSTRUCTOR)
+    result = python(["app.py"], tmp_path, {"MPSANITIZE": "1"})
+    assert result.stdout.splitlines() == ["SemLock calls: 1"], result.stderr
+    assert result.returncode == 1
+    assert "context-mismatch: 1 object handed to SpawnProcess" in result.stderr
+    assert "RecursionError" not in result.stderr
+
+
 CREATE_THEN_START = """
 import multiprocessing as mp, multiprocessing.reduction as r, sys, mpsanitizer
 
