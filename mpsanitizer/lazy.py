@@ -78,24 +78,27 @@ def trampoline(
 
         stand_in = function
     stand_in.__wrapped__ = original  # type: ignore[attr-defined]
-    _targets[id(stand_in)] = (stand_in, target)
+    stand_in._mpsanitizer_target = target  # type: ignore[attr-defined]
+    # Marks it as ours by identity: a wrapper made with functools.wraps copies attributes.
+    stand_in._mpsanitizer_stand_in = stand_in  # type: ignore[attr-defined]
     return stand_in
 
 
-# id -> (stand-in, its target cell), by identity: a wrapper copies a function's attributes.
-_targets: "Dict[int, Tuple[Any, List[Any]]]" = {}
-
-
 def is_stand_in(obj: "Any") -> bool:
-    entry = _targets.get(id(obj))
-    return entry is not None and entry[0] is obj
+    return getattr(obj, "_mpsanitizer_stand_in", None) is obj
 
 
-def point(stand_in: "Any", target: "Any", final: bool = False) -> None:
-    """Make every later call of a :func:`trampoline` stand-in go to ``target``; ``final``:
-    for good (the stand-in is being removed, and forwards to its original from now on)."""
-    entry = _targets.pop(id(stand_in)) if final else _targets[id(stand_in)]
-    entry[1][0] = target
+def point(stand_in: "Any", target: "Any") -> None:
+    """Make every later call of a :func:`trampoline` stand-in go to ``target``."""
+    stand_in._mpsanitizer_target[0] = target
+
+
+def unwrap(obj: "Any") -> "Any":
+    """What stands behind our own stand-ins, which other code may have put back after
+    saving them: patching one again would chain them."""
+    while is_stand_in(obj):
+        obj = obj.__wrapped__
+    return obj
 
 
 def _install(module_name: str, module: "Any") -> None:
@@ -104,7 +107,7 @@ def _install(module_name: str, module: "Any") -> None:
             return
         for path, kind in _POINTS[module_name]:
             owner, name = _resolve(module, path)
-            original = vars(owner)[name]
+            original = unwrap(vars(owner)[name])
             stand_in = trampoline(owner, original, kind, fire)
             setattr(owner, name, stand_in)
             _installed.append((owner, name, original, stand_in))
@@ -179,7 +182,7 @@ def disarm() -> "Optional[Settings]":
             _watcher = None
         while _installed:
             owner, name, original, stand_in = _installed.pop()
-            point(stand_in, original, final=True)
+            point(stand_in, original)
             if vars(owner).get(name) is stand_in:
                 setattr(owner, name, original)
         settings, _settings = _settings, None
@@ -200,10 +203,9 @@ def fire() -> None:
         # the patch; one that other code wrapped meanwhile forwards to the original, and
         # the patch goes around that code.
         in_place = [
-            (owner, name, _targets[id(stand_in)][1])
-            for owner, name, _, stand_in in _installed
+            (owner, name, stand_in) for owner, name, _, stand_in in _installed
             if vars(owner).get(name) is stand_in
-        ]
+        ]  # fmt: skip
         try:
             from . import patches
 
@@ -215,8 +217,8 @@ def fire() -> None:
                 "running without it\n"
             )
             return
-        for owner, name, target in in_place:
-            target[0] = vars(owner)[name]
+        for owner, name, stand_in in in_place:
+            point(stand_in, vars(owner)[name])
 
 
 def _is_helper_process() -> bool:

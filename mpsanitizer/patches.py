@@ -19,6 +19,9 @@ from .config import Settings
 
 _lock = threading.RLock()
 _applied: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, replacement)
+# The start-time stand-ins, (owner, name, original, stand-in): other code may hold them
+# (a patch put over one, a saved reference put back), so they are pointed, not just removed.
+_stand_ins: List[Tuple[Any, str, Any, Any]] = []
 _settings: Optional[Settings] = None
 _checker: Optional[Any] = None  # made at the first process start
 _fork_hook_installed = False
@@ -60,10 +63,15 @@ def _after_fork_in_child() -> None:
         _checker.reset_after_fork()
 
 
-def _apply(owner: Any, name: str, replacement: Any) -> None:
-    original = vars(owner)[name]
+def _apply(owner: Any, name: str, make: Callable[[Any], Any]) -> Any:
+    """Put ``make(original)`` in place of ``owner.name``; return it."""
+    from . import lazy
+
+    original = lazy.unwrap(vars(owner)[name])
+    replacement = make(original)
     setattr(owner, name, replacement)
     _applied.append((owner, name, original, replacement))
+    return replacement
 
 
 def enable(settings: Settings) -> None:
@@ -89,10 +97,12 @@ def enable(settings: Settings) -> None:
             return
         try:
             for owner, name, make_hook in _creation_table():
-                _apply(owner, name, make_hook(vars(owner)[name]))
+                _apply(owner, name, make_hook)
             for owner, name, kind, _ in _start_table():
-                original = vars(owner)[name]
-                _apply(owner, name, lazy.trampoline(owner, original, kind, _start_checks))
+                stand_in = _apply(
+                    owner, name, lambda f, o=owner, k=kind: lazy.trampoline(o, f, k, _start_checks)
+                )
+                _stand_ins.append((owner, name, stand_in.__wrapped__, stand_in))
         except BaseException:
             _restore()
             raise
@@ -117,13 +127,12 @@ def _start_checks() -> None:
 
             checker = Checker(_settings)
             wrappers = {name: getattr(checker, method) for _, name, _, method in _start_table()}
-            for i, (owner, name, original, stand_in) in enumerate(_applied):
-                if name in wrappers and lazy.is_stand_in(stand_in):
-                    wrapper = wrapt.FunctionWrapper(original, wrappers[name])
-                    lazy.point(stand_in, wrapper)  # also where other code wrapped the stand-in
-                    if vars(owner).get(name) is stand_in:
-                        setattr(owner, name, wrapper)
-                        _applied[i] = (owner, name, original, wrapper)
+            for owner, name, original, stand_in in _stand_ins:
+                wrapper = wrapt.FunctionWrapper(original, wrappers[name])
+                lazy.point(stand_in, wrapper)  # for other code that calls the stand-in
+                if vars(owner).get(name) is stand_in:
+                    setattr(owner, name, wrapper)
+                    _applied.append((owner, name, original, wrapper))
         except Exception as exc:
             from .faults import report_fault
 
@@ -137,10 +146,11 @@ def _start_checks() -> None:
 def _restore() -> None:
     from . import lazy
 
+    while _stand_ins:
+        _, _, original, stand_in = _stand_ins.pop()
+        lazy.point(stand_in, original)  # straight through, for whoever still calls it
     while _applied:
         owner, name, original, replacement = _applied.pop()
-        if lazy.is_stand_in(replacement):
-            lazy.point(replacement, original, final=True)  # other code may still call it
         if vars(owner).get(name) is replacement:
             setattr(owner, name, original)
 
