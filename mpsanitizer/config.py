@@ -11,6 +11,21 @@ DEFAULT_STACK_DEPTH = 8
 MAX_STACK_DEPTH = 256
 
 
+def checked_log_path(value: object) -> str:
+    """``value`` as an absolute path prefix, or ValueError: children receive it in
+    ``MPSANITIZE_OPTIONS``, where ``:`` and ``,`` separate the options."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"log_path must be a file path prefix, not {value!r}")
+    path = os.path.abspath(os.path.expanduser(value))
+    separators = [char for char in ":," if char in path]
+    if separators:
+        raise ValueError(
+            f"log_path {path!r} contains {' and '.join(map(repr, separators))}: child processes "
+            "receive it in MPSANITIZE_OPTIONS, where ':' and ',' separate options"
+        )
+    return path
+
+
 class Settings:
     """How findings are reported (immutable).
 
@@ -50,10 +65,11 @@ class Settings:
                 f"mpsanitizer: stack_depth must be an integer from 1 to {MAX_STACK_DEPTH}, "
                 f"not {depth!r}"
             )
-        if log_path is not None and (not isinstance(log_path, str) or not log_path.strip()):
-            raise ValueError(f"mpsanitizer: log_path must be a file path prefix, not {log_path!r}")
         if log_path is not None:
-            log_path = os.path.abspath(os.path.expanduser(log_path))
+            try:
+                log_path = checked_log_path(log_path)
+            except ValueError as exc:
+                raise ValueError(f"mpsanitizer: {exc}") from None
         object.__setattr__(self, "log_path", log_path)
         object.__setattr__(self, "mode", mode)
         object.__setattr__(self, "strict", strict)

@@ -3,12 +3,10 @@
 ``MPSANITIZE`` switches the sanitizer on (``1``, ``error``, ``warn``, ``strict``) or
 leaves it off (``0``, ``false``, ``no``, ``off``, empty). ``MPSANITIZE_OPTIONS`` holds
 ``key=value`` pairs separated by ``:`` or ``,`` in the style of ``ASAN_OPTIONS``
-(``log_path`` must therefore contain neither).
+(``log_path`` must therefore contain neither, and is refused when it does).
 """
 
-import os
-
-from .config import MAX_STACK_DEPTH, Settings
+from .config import MAX_STACK_DEPTH, Settings, checked_log_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,7 +88,10 @@ def convert(key: str, value: object, source: str) -> object:
         text = str(value).strip()
         if not text:
             raise OptionError(f"{source}: log_path needs a path")
-        return os.path.abspath(os.path.expanduser(text))
+        try:
+            return checked_log_path(text)
+        except ValueError as exc:
+            raise OptionError(f"{source}: {exc}") from None
     raise OptionError(f"{source}: unknown option {key!r} (known: {', '.join(KEYS)})")
 
 

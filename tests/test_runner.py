@@ -56,15 +56,28 @@ if __name__ == "__main__":
 """
 
 
-def python(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout=120):
+def python(
+    args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout=120, stdin=None
+):
     full_env = dict(os.environ)
     full_env.pop("MPSANITIZE", None)
     full_env.pop("MPSANITIZE_OPTIONS", None)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-        timeout=timeout,
+        timeout=timeout, input=stdin,
     )  # fmt: skip
+
+
+def same_as_python(args: List[str], cwd: Path, stdin=None):
+    """Run ``python args`` natively and under the runner; return the runner's result after
+    checking that status, stdout and stderr are the native ones."""
+    native = python(args, cwd, stdin=stdin)
+    sanitized = python(["-m", "mpsanitizer", *args], cwd, stdin=stdin)
+    assert (sanitized.returncode, sanitized.stdout, sanitized.stderr) == (
+        native.returncode, native.stdout, native.stderr,
+    )  # fmt: skip
+    return sanitized
 
 
 # CPython never re-imports a package's __main__ or -c code in spawn children:
@@ -445,3 +458,15 @@ def test_resource_tracker_is_skipped(tmp_path: Path) -> None:
     code = "import mpsanitizer; print(mpsanitizer.is_enabled())  # multiprocessing.resource_tracker"
     result = python(["-c", code], tmp_path, {"MPSANITIZE": "1"})
     assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize("name", ["a:b", "a,b"])
+def test_a_log_path_children_could_not_receive_is_refused(tmp_path: Path, name: str) -> None:
+    # the settings reach children as MPSANITIZE_OPTIONS=key=value:key=value
+    prefix = str(tmp_path / name)
+    result = python(["-m", "mpsanitizer", "--log-path", prefix, "-c", "print('ran')"], tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"mpsanitizer: error: --log-path: log_path {prefix!r} contains")
+    api = python(["-c", f"import mpsanitizer; mpsanitizer.enable(log_path={prefix!r})"], tmp_path)
+    assert api.stderr.splitlines()[-1].startswith(f"ValueError: mpsanitizer: log_path {prefix!r}")
