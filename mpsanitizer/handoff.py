@@ -63,6 +63,13 @@ class _ScanningPickler(reduction.ForkingPickler):
             self.fault = exc
         return native(obj) if native is not None else obj.__reduce_ex__(self._protocol)
 
+    def release(self) -> None:
+        """Drop what the pickling holds: its memo keeps every pickled object alive, and
+        the dispatch entries point back at the pickler (a cycle only gc would free)."""
+        self.clear_memo()
+        self.dispatch_table.clear()
+        self.covered.clear()
+
     def _note(self, obj: Any) -> bool:
         """Record a finding for ``obj``; True when it must be elided."""
         if id(obj) in self.covered:
@@ -141,11 +148,13 @@ class Checker:
         except BaseException as native:
             # The start fails natively (an unpicklable argument, CPython's own
             # check in warn mode): report what was seen, then let it through.
+            pickler.release()
             findings = self._safe_findings(obj, target, pickler.hits)
             error = self._deliver(findings, cause=native)
             if error is None:
                 raise
             return error
+        pickler.release()
         if pickler.fault is not None:
             report_fault("scanning a process's arguments", pickler.fault)
         return self._deliver(self._safe_findings(obj, target, pickler.hits))

@@ -18,7 +18,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 ATOMIC = frozenset(
     {int, float, complex, bool, str, bytes, bytearray, type(None), range, type(Ellipsis)}
 )
-_all_atomic = ATOMIC.issuperset  # of an iterable of types, in C
 _OPAQUE = (
     types.FunctionType,
     types.BuiltinFunctionType,
@@ -37,11 +36,18 @@ _INTERNAL_TARGETS = {
 
 
 def _base_process_attributes() -> frozenset:
+    """The attributes BaseProcess's own methods set: the rest of a process object's
+    ``__dict__`` is a subclass's (``self._record``), handed to the child with it."""
+    import dis
+
     names = set()
     for value in vars(process.BaseProcess).values():
-        code = getattr(getattr(value, "fget", value), "__code__", None)
-        if code is not None:
-            names.update(code.co_names)
+        for function in (getattr(value, "fget", value), getattr(value, "fset", None)):
+            code = getattr(function, "__code__", None)
+            if code is not None:
+                names.update(
+                    i.argval for i in dis.get_instructions(code) if i.opname == "STORE_ATTR"
+                )
     return frozenset(names)
 
 
@@ -90,71 +96,110 @@ def process_roots(proc: Any) -> Iterator[Tuple[str, Any]]:
 # How a child hangs from its parent: kind and key, formatted only when a path is needed.
 INDEX, KEY, KEY_OBJECT, ITEM, ATTR, REDUCE_ARGS, STATE = range(7)
 Part = Tuple[int, Any, Any]  # (kind, key, child)
-_SPECIAL = (list, tuple, dict, set, frozenset, functools.partial, types.MethodType)
-_UNSET = object()
+_SPECIAL = (list, tuple, dict, set, frozenset, deque, functools.partial, types.MethodType)
 _PLAIN_CLASSES: Dict[type, bool] = {}  # True: instances carry a __dict__ and nothing else
 
 
 def parts(obj: Any, limit: Optional[int] = None) -> List[Part]:
-    """The parts of ``obj`` that pickling would carry and that could hold a tracked
+    """The parts of ``obj`` that a child could reach and that could hold a tracked
     object (ints, strings and the like are left out), at most ``limit`` per container.
 
-    Returns a list, not a generator, and remembers which classes have no slots:
-    it runs inside ``Process.start()`` for fork children.
+    It runs none of the object's code: containers are read through their base type's
+    own methods (a dict subclass's ``items()`` is not called), attributes through the
+    descriptors of ``object`` and of the slots. Returns a list and remembers which
+    classes are plain: it runs inside ``Process.start()`` for fork children.
     """
     cls = type(obj)
     if cls is list or cls is tuple:  # the commonest containers, before any lookup
         items = obj if limit is None else obj[:limit]
-        if _all_atomic(map(type, items)):
-            return []
         return [(INDEX, i, item) for i, item in enumerate(items) if type(item) not in ATOMIC]
     if _PLAIN_CLASSES.get(cls):
-        attrs = obj.__dict__
-        if limit is not None and len(attrs) > limit:
-            attrs = dict(islice(attrs.items(), limit))
-        if _all_atomic(map(type, attrs.values())):
-            return []
-        return [(ATTR, name, value) for name, value in attrs.items() if type(value) not in ATOMIC]
-    found: List[Part] = []
-    if issubclass(cls, (list, tuple)):
-        items = obj if limit is None else obj[:limit]
-        return [(INDEX, i, item) for i, item in enumerate(items) if type(item) not in ATOMIC]
-    if issubclass(cls, dict):
-        for n, (key, value) in enumerate(islice(obj.items(), limit)):
-            if type(key) not in ATOMIC:
-                found.append((KEY_OBJECT, n, key))
-            if type(value) not in ATOMIC:
-                found.append((KEY, key, value))
+        return _attributes(obj, cls, limit)
+    base = next((b for b in _CONTAINERS if issubclass(cls, b)), None)
+    if base is not None:
+        found = _container_parts(obj, base, limit)
+        if cls is not base:  # a subclass: its instance attributes are pickled too
+            found += _attributes(obj, cls, limit)
         return found
-    if issubclass(cls, (set, frozenset)):
-        items = islice(obj, limit)
-        return [(ITEM, n, item) for n, item in enumerate(items) if type(item) not in ATOMIC]
     if issubclass(cls, functools.partial):
         return [
-            (ATTR, "func", obj.func),
-            (ATTR, "args", obj.args),
-            (ATTR, "keywords", obj.keywords),
+            (ATTR, name, field.__get__(obj, functools.partial))
+            for name, field in _PARTIAL_FIELDS.items()
         ]
     if issubclass(cls, types.MethodType):
         return [(ATTR, "__self__", obj.__self__)]
     if issubclass(cls, _OPAQUE):
         return []
-    try:
-        attrs = object.__getattribute__(obj, "__dict__")
-    except AttributeError:
-        attrs = None
-    if issubclass(type(attrs), dict):
-        found = [(ATTR, name, value) for name, value in list(islice(attrs.items(), limit))]
-    for slot in _slots(cls):
-        found.append((ATTR, slot, _slot_value(obj, slot)))
-    found = [part for part in found if type(part[2]) not in ATOMIC and part[2] is not _UNSET]
+    found = _attributes(obj, cls, limit)
     if cls not in _PLAIN_CLASSES and len(_PLAIN_CLASSES) < 10_000:
         _PLAIN_CLASSES[cls] = _is_plain(cls)
     return found
 
 
+_CONTAINERS = (list, tuple, dict, set, frozenset, deque)
+_PARTIAL_FIELDS = {name: vars(functools.partial)[name] for name in ("func", "args", "keywords")}
+
+
+def _container_parts(obj: Any, base: type, limit: Optional[int]) -> List[Part]:
+    if base is dict:
+        found: List[Part] = []
+        for n, (key, value) in enumerate(islice(dict.items(obj), limit)):
+            if type(key) not in ATOMIC:
+                found.append((KEY_OBJECT, n, key))
+            if type(value) not in ATOMIC:
+                found.append((KEY, key, value))
+        return found
+    kind = ITEM if base is set or base is frozenset else INDEX
+    items = islice(base.__iter__(obj), limit)  # type: ignore[attr-defined]
+    return [(kind, n, item) for n, item in enumerate(items) if type(item) not in ATOMIC]
+
+
+def _attributes(obj: Any, cls: type, limit: Optional[int]) -> List[Part]:
+    """The instance ``__dict__`` and slots of ``obj``, read without running its code."""
+    found: List[Part] = []
+    get_dict = _dict_getter(cls)
+    attrs = get_dict(obj) if get_dict is not None else None
+    if type(attrs) is dict:
+        items = attrs.items()
+        if limit is not None and len(attrs) > limit:
+            items = islice(items, limit)  # type: ignore[assignment]
+        found = [(ATTR, name, value) for name, value in items if type(value) not in ATOMIC]
+    for name, member in _slots(cls):
+        try:
+            value = member.__get__(obj, cls)
+        except AttributeError:  # an empty slot
+            continue
+        if type(value) not in ATOMIC:
+            found.append((ATTR, name, value))
+    return found
+
+
+_dict_getters: Dict[type, Optional[Callable[[Any], Any]]] = {}
+
+
+def _dict_getter(cls: type) -> Optional[Callable[[Any], Any]]:
+    """The C getter of the instance ``__dict__`` of ``cls``, or None (no dict, or a
+    ``__dict__`` of the class's own making, such as a property)."""
+    try:
+        return _dict_getters[cls]
+    except KeyError:
+        pass
+    getter = None
+    for base in cls.__mro__:
+        descriptor = vars(base).get("__dict__")
+        if descriptor is not None:
+            if type(descriptor) is types.GetSetDescriptorType:
+                getter = descriptor.__get__
+            break
+    if len(_dict_getters) < 10_000:
+        _dict_getters[cls] = getter
+    return getter
+
+
 def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
-    """``parts`` plus what ``__reduce_ex__`` gives: objects with custom pickled state."""
+    """``parts`` plus what ``__reduce_ex__`` gives (objects with custom pickled state):
+    its arguments, state, list items and dict items. Runs the object's own reduction,
+    as pickling does: only for naming an offender that pickling already found."""
     found = parts(obj, limit)
     if isinstance(obj, (*_SPECIAL, *_OPAQUE)):
         return found
@@ -162,12 +207,20 @@ def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
         rv = obj.__reduce_ex__(4)
     except Exception:
         return found
-    if isinstance(rv, tuple):
-        found.extend(
-            (kind, None, part)
-            for kind, part in zip((REDUCE_ARGS, STATE), rv[1:3])
-            if type(part) not in ATOMIC
-        )
+    if not isinstance(rv, tuple):
+        return found
+    found.extend(
+        (kind, None, part)
+        for kind, part in zip((REDUCE_ARGS, STATE), rv[1:3])
+        if type(part) not in ATOMIC
+    )
+    if len(rv) > 3 and rv[3] is not None:
+        items = islice(rv[3], limit)
+        found.extend((INDEX, n, item) for n, item in enumerate(items) if type(item) not in ATOMIC)
+    if len(rv) > 4 and rv[4] is not None:
+        for key, value in islice(rv[4], limit):
+            if type(value) not in ATOMIC:
+                found.append((KEY, key, value))
     return found
 
 
@@ -182,13 +235,6 @@ def _is_plain(cls: type) -> bool:
         return False
     descriptor = inspect.getattr_static(cls, "__dict__", None)
     return type(descriptor) is types.GetSetDescriptorType and not issubclass(cls, _OPAQUE)
-
-
-def _slot_value(obj: Any, slot: str) -> Any:
-    try:
-        return object.__getattribute__(obj, slot)
-    except AttributeError:
-        return _UNSET
 
 
 def format_part(kind: int, key: Any) -> str:
@@ -207,23 +253,31 @@ def format_part(kind: int, key: Any) -> str:
     return f".{key}"
 
 
-_slot_cache: Dict[type, Tuple[str, ...]] = {}
+_slot_cache: Dict[type, Tuple[Tuple[str, Any], ...]] = {}
 
 
-def _slots(cls: type) -> Tuple[str, ...]:
+def _slots(cls: type) -> Tuple[Tuple[str, Any], ...]:
+    """(name, member descriptor) of every slot of ``cls``, taken from the class that
+    declared it: a subclass's property of the same name is never run."""
     try:
         return _slot_cache[cls]
     except KeyError:
         pass
-    names: List[str] = []
+    found: List[Tuple[str, Any]] = []
     for base in cls.__mro__:
-        slots = base.__dict__.get("__slots__", ())
+        slots = vars(base).get("__slots__", ())
         if isinstance(slots, str):
             slots = (slots,)
-        names.extend(s for s in slots if s not in ("__dict__", "__weakref__"))
+        for name in slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            stored = f"_{base.__name__.lstrip('_')}{name}" if name.startswith("__") else name
+            member = vars(base).get(stored)
+            if type(member) is types.MemberDescriptorType:
+                found.append((name, member))
     if len(_slot_cache) < 10_000:
-        _slot_cache[cls] = tuple(names)
-    return tuple(names)
+        _slot_cache[cls] = tuple(found)
+    return tuple(found)
 
 
 # A node of the walk: (parent node or root path, kind, key); paths are built on demand.

@@ -1,0 +1,199 @@
+"""What the checks look through: containers of every kind, subclasses, slots, process
+attributes, custom reductions; and what they must not do (run the objects' code, keep
+them alive)."""
+
+from __future__ import annotations
+
+import collections
+import gc
+import multiprocessing
+import re
+import weakref
+from typing import List
+
+import mp_helpers as h
+import pytest
+
+import mpsanitizer
+from mpsanitizer import ContextMismatchError, ContextMixingWarning
+
+FORK, SPAWN = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
+CALLS: List[str] = []
+
+
+@pytest.fixture(autouse=True)
+def sanitizer_and_no_calls():
+    mpsanitizer.enable()
+    del CALLS[:]
+    yield
+    mpsanitizer.disable()
+
+
+def start(proc) -> int:
+    proc.start()
+    proc.join(60)
+    return proc.exitcode
+
+
+class LoudDict(dict):
+    def items(self):
+        CALLS.append("LoudDict.items")
+        return super().items()
+
+    def __iter__(self):
+        CALLS.append("LoudDict.__iter__")
+        return super().__iter__()
+
+
+class LoudList(list):
+    def __getitem__(self, index):
+        CALLS.append("LoudList.__getitem__")
+        return super().__getitem__(index)
+
+    def __iter__(self):
+        CALLS.append("LoudList.__iter__")
+        return super().__iter__()
+
+
+class LoudSet(set):
+    def __iter__(self):
+        CALLS.append("LoudSet.__iter__")
+        return super().__iter__()
+
+
+class Slotted:
+    __slots__ = ("item",)
+
+    def __init__(self, item) -> None:
+        vars(Slotted)["item"].__set__(self, item)  # past a subclass's property
+
+
+class Shadowing(Slotted):
+    __slots__ = ()
+
+    @property  # type: ignore[override]
+    def item(self):
+        CALLS.append("Shadowing.item")
+        return None
+
+
+class Mangled:
+    __slots__ = ("__box",)
+
+    def __init__(self, item) -> None:
+        self.__box = item
+
+
+def holders(obj):
+    """(container, path of ``obj`` inside args[0]) pairs: subclasses whose methods log."""
+    loud_set = LoudSet()
+    loud_set.add(obj)
+    return [
+        (LoudDict(key=obj), "args[0]['key']"),
+        (LoudList([obj]), "args[0][0]"),
+        (loud_set, "args[0].<item 0>"),
+        (Shadowing(obj), "args[0].item"),
+        (collections.deque([obj]), "args[0][0]"),
+        (Mangled(obj), "args[0].__box"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_a_fork_start_runs_no_code_of_the_containers_it_looks_into(index) -> None:
+    lock = SPAWN.Lock()  # born outside fork: fork starts are checked
+    holder, path = holders(lock)[index]
+    with pytest.warns(ContextMixingWarning, match="Lock at " + re.escape(path)):
+        assert start(FORK.Process(target=h.noop, args=(holder,))) == 0
+    assert CALLS == []
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 4, 5])  # Shadowing pickles its property's None
+def test_a_spawn_start_names_the_path_inside_any_container(index) -> None:
+    holder, path = holders(FORK.Lock())[index]
+    with pytest.raises(ContextMismatchError) as info:
+        SPAWN.Process(target=h.noop, args=(holder,)).start()
+    assert [f.path for f in info.value.findings] == [path]
+
+
+class Worker(multiprocessing.Process):
+    """A Process subclass whose attributes share names with words in BaseProcess's code."""
+
+    def __init__(self, ctx, **attrs) -> None:
+        super().__init__()
+        self._start_method = ctx.get_start_method()  # as ctx.Process would make it
+        self._Popen = ctx.Process._Popen
+        for name, value in attrs.items():
+            setattr(self, name, value)
+
+    def run(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("name", ["info", "context", "count", "util", "queue"])
+def test_process_subclass_attributes_are_checked_whatever_their_name(name) -> None:
+    with pytest.warns(ContextMixingWarning, match=rf"Queue at self\.{name}\b"):
+        assert start(Worker(FORK, **{name: SPAWN.Queue()})) == 0
+    with pytest.raises(ContextMismatchError) as info:
+        Worker(SPAWN, **{name: FORK.Queue()}).start()
+    assert [f.path for f in info.value.findings] == [f"self.{name}"]
+
+
+_HIDDEN = {}
+
+
+class Hidden:
+    """Reachable only through its reduction's list items (``__reduce__``'s 4th item)."""
+
+    __slots__ = ("__weakref__",)
+
+    def __init__(self, *items) -> None:
+        _HIDDEN[id(self)] = list(items)
+
+    def __reduce__(self):
+        return Hidden, (), None, iter(_HIDDEN[id(self)])
+
+    def extend(self, items) -> None:
+        _HIDDEN[id(self)] = list(items)
+
+
+def test_an_offender_reached_through_reduce_list_items_is_named() -> None:
+    with pytest.raises(ContextMismatchError) as info:
+        SPAWN.Process(target=h.noop, args=(Hidden(1, FORK.Event()),)).start()
+    assert [(f.object_type, f.path) for f in info.value.findings] == [("Event", "args[0][1]")]
+
+
+class Resource:
+    pass
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_arguments_are_not_kept_alive_by_the_check(method) -> None:
+    ctx = multiprocessing.get_context(method)
+    resource = Resource()
+    alive = weakref.ref(resource)
+    proc = ctx.Process(target=h.noop, args=(resource,))
+    del resource
+    gc.disable()  # nothing but reference counting may free it, as natively
+    try:
+        proc.start()
+        assert alive() is None  # start() drops the process's references to its args
+    finally:
+        gc.enable()
+        proc.join(60)
+    assert proc.exitcode == 0
+
+
+def test_offenders_are_not_kept_alive_by_a_caught_error() -> None:
+    resource = Resource()
+    alive = weakref.ref(resource)
+    proc = SPAWN.Process(target=h.noop, args=(resource, FORK.Lock()))
+    gc.disable()
+    try:
+        with pytest.raises(ContextMismatchError) as info:
+            proc.start()
+        proc._args = ()
+        del resource
+        assert alive() is None
+        assert info.value.findings
+    finally:
+        gc.enable()
