@@ -78,6 +78,22 @@ def _fresh_main(**attrs: object) -> types.ModuleType:
     return module
 
 
+def _find_spec(name: str) -> Optional[importlib.machinery.ModuleSpec]:
+    """The spec of module ``name``, or None where runpy reports an error finding it."""
+    parent = name.rpartition(".")[0]
+    if parent:
+        # Import the parent first, as runpy does: an error of its own code is the program's.
+        try:
+            __import__(parent)
+        except ImportError as exc:
+            if exc.name is None or (exc.name != parent and not parent.startswith(exc.name + ".")):
+                raise
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None  # a missing parent, or a parent that is not a package
+
+
 def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, types.ModuleType]:
     """Build ``__main__`` and its code the way the interpreter would."""
     if kind == "-c":
@@ -88,11 +104,11 @@ def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, ty
             __spec__=None, __loader__=importlib.machinery.BuiltinImporter, __package__=None
         )
     if kind == "-m":
-        spec = importlib.util.find_spec(target)
+        spec = _find_spec(target)
         if spec is None:
             raise UsageError(f"no module named {target}")
         if spec.submodule_search_locations is not None:
-            spec = importlib.util.find_spec(target + ".__main__")
+            spec = _find_spec(target + ".__main__")
             if spec is None:
                 raise UsageError(f"no module named {target}.__main__; {target} is a package")
         if spec.loader is None or not hasattr(spec.loader, "get_code"):

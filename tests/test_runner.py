@@ -174,6 +174,8 @@ def test_fail_on_warning(tmp_path: Path) -> None:
         (["-m"], "mpsanitizer: error: argument -m needs a value"),
         ([], "mpsanitizer: error: no script, -m module or -c code to run"),
         (["-m", "no_such_module_xyz"], "mpsanitizer: error: no module named no_such_module_xyz"),
+        (["-m", "no_such_pkg.mod"], "mpsanitizer: error: no module named no_such_pkg.mod"),
+        (["-m", "os.no_such_mod"], "mpsanitizer: error: no module named os.no_such_mod"),
     ],
 )
 def test_bad_command_lines_get_one_line_and_status_2(tmp_path: Path, args, message) -> None:
