@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import List, Sequence
 
-from .findings import Finding
+from .findings import MISMATCH, Finding
 from .stacks import format_frames, short_location
 
 NATIVE_CHECK = (3, 11, 5)
@@ -18,7 +18,7 @@ _NATIVE_MESSAGE = (
 def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.version_info[:3])) -> str:
     """One sentence on what CPython does with this hand-off when unchecked."""
     v = ".".join(map(str, version))
-    if not finding.is_error:
+    if finding.kind != MISMATCH:  # a mixing finding, whether strict made it an error or not
         return (
             f"CPython {v} accepts this hand-off, but the program now depends on two start "
             "methods: if the object's context becomes 'fork' (the Linux default up to 3.13) while "
@@ -71,7 +71,7 @@ def format_report(findings: Sequence[Finding]) -> str:
     first = findings[0]
     label = "ERROR" if first.is_error else "WARNING"
     noun = "object" if len(findings) == 1 else "objects"
-    if first.is_error:
+    if first.kind == MISMATCH:
         verb = "cannot reach it"
     else:
         verb = "belongs to another context" if len(findings) == 1 else "belong to another context"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import pickle
+import platform
 import sys
 import threading
 import warnings
@@ -156,6 +157,10 @@ def test_strict_mode_makes_mixing_an_error(no_children) -> None:
     with pytest.raises(ContextMismatchError) as info:
         FORK.Process(target=h.touch, args=(lock,)).start()
     assert info.value.findings[0].kind == "context-mixing"
+    report = str(info.value)
+    assert report.startswith("mpsanitizer: ERROR: context-mixing: 1 object handed to ForkProcess")
+    assert "belongs to another context" in report and "cannot reach it" not in report
+    assert f"CPython {platform.python_version()} accepts this hand-off" in report
 
 
 def test_mixing_warning_obeys_warning_filters() -> None:
