@@ -74,7 +74,10 @@ def _fresh_main(**attrs: object) -> types.ModuleType:
     module = types.ModuleType("__main__")
     module.__dict__.update(attrs, __builtins__=builtins)
     sys.modules["__main__"] = module
-    sys.modules["__mp_main__"] = module
+    if "__mp_main__" in sys.modules:
+        # multiprocessing is imported already and aliased it to our __main__; its import
+        # does that itself later, and before then python has no __mp_main__.
+        sys.modules["__mp_main__"] = module
     return module
 
 

@@ -472,3 +472,14 @@ def test_a_log_path_children_could_not_receive_is_refused(tmp_path: Path, name: 
     assert result.stderr.startswith(f"mpsanitizer: error: --log-path: log_path {prefix!r} contains")
     api = python(["-c", f"import mpsanitizer; mpsanitizer.enable(log_path={prefix!r})"], tmp_path)
     assert api.stderr.splitlines()[-1].startswith(f"ValueError: mpsanitizer: log_path {prefix!r}")
+
+
+@pytest.mark.parametrize("how", ["script", "code"])
+def test_mp_main_appears_only_when_multiprocessing_is_imported(tmp_path: Path, how: str) -> None:
+    code = (
+        "import sys; print('__mp_main__' in sys.modules); import multiprocessing; "
+        "print(sys.modules['__mp_main__'] is sys.modules['__main__'])\n"
+    )
+    (tmp_path / "app.py").write_text(code)
+    result = same_as_python(["app.py"] if how == "script" else ["-c", code], tmp_path)
+    assert result.stdout == "False\nTrue\n"
