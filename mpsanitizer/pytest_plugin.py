@@ -128,6 +128,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         patches.enable(settings)
     elif source:
         os.environ[options.TOGGLE] = "0"  # forced off: keep children off too
+        from . import patches
+
+        patches.disable()  # and this process, which MPSANITIZE may have armed at startup
     early_config.stash[_KEY] = session
 
 

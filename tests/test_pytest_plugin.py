@@ -133,6 +133,31 @@ def test_command_line_beats_environment(suite, monkeypatch) -> None:
     result.assert_outcomes(passed=1)
 
 
+ERROR_TYPE = """
+import multiprocessing
+from helpers import touch
+
+def test_error_type():
+    fork, spawn = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
+    try:
+        spawn.Process(target=touch, args=(fork.Lock(),)).start()
+    except Exception as exc:
+        print("raised", type(exc).__module__, type(exc).__name__)
+"""
+
+
+def test_off_on_the_command_line_also_disarms_what_the_environment_armed(
+    suite, monkeypatch
+) -> None:
+    suite.makepyfile(test_error_type=ERROR_TYPE)
+    monkeypatch.setenv("MPSANITIZE", "1")
+    armed = suite.runpytest_subprocess("-s", "-p", "no:mpsanitizer", "test_error_type.py")
+    assert "raised mpsanitizer ContextMismatchError" in armed.stdout.str()  # armed at startup
+    result = suite.runpytest_subprocess("-s", "--mpsanitize=off", "test_error_type.py")
+    assert "mpsanitizer: off" in result.outlines
+    assert "raised mpsanitizer" not in result.stdout.str()
+
+
 def test_bad_values_are_one_clear_error(suite, monkeypatch) -> None:
     monkeypatch.delenv("MPSANITIZE", raising=False)
     result = suite.runpytest_subprocess("--mpsanitize=loud")
