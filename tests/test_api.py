@@ -297,7 +297,7 @@ def test_a_patch_put_over_ours_before_the_first_start_runs_once_and_we_still_che
     assert calls == (["_launch"] if where == "_launch" else [])
 
 
-def mixing_warnings(caught) -> list:
+def mixing_in(caught) -> list:
     return [w for w in caught if issubclass(w.category, ContextMixingWarning)]
 
 
@@ -311,12 +311,12 @@ def test_a_saved_stand_in_that_comes_back_later_passes_straight_through(monkeypa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert start(FORK.Process(target=h.touch, args=(lock,))) == 0
-    assert mixing_warnings(caught) == []
+    assert mixing_in(caught) == []
     mpsanitizer.enable()  # patches again, not behind the old stand-in
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert start(FORK.Process(target=h.touch, args=(lock,))) == 0
-    assert len(mixing_warnings(caught)) == 1
+    assert len(mixing_in(caught)) == 1
 
 
 def test_the_fork_check_runs_no_code_of_the_objects_it_inspects() -> None:
