@@ -9,6 +9,7 @@ The program sees what ``python script.py`` gives it (``__name__``, ``__file__``,
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib.machinery
 import importlib.util
 import io
@@ -33,6 +34,15 @@ class UsageError(Exception):
     """Bad command line: one line and exit status 2."""
 
 
+def _say(line: str, stream: str = "stderr") -> None:
+    """Write a line of ours: whatever the program did to the stream (closed it, replaced
+    it, set it to None), our output never changes the exit status."""
+    with contextlib.suppress(Exception):
+        out = getattr(sys, stream)
+        out.write(line + "\n")
+        out.flush()
+
+
 def parse(argv: List[str]) -> Tuple[Dict[str, object], bool, str, str, List[str]]:
     """Options end at the script name (or ``-m module``, ``-c code``)."""
     values: Dict[str, object] = {}
@@ -41,7 +51,7 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], bool, str, str, List[str]
     while i < len(argv):
         arg = argv[i]
         if arg in ("-h", "--help"):
-            print(USAGE)
+            _say(USAGE, "stdout")
             raise SystemExit(0)
         if arg in ("-m", "-c"):
             if i + 1 >= len(argv):
@@ -143,6 +153,35 @@ def _user_traceback(tb: Optional[types.TracebackType]) -> Optional[types.Traceba
     return tb
 
 
+def _display(exc: BaseException) -> None:
+    with contextlib.suppress(Exception):
+        sys.__excepthook__(type(exc), exc, exc.__traceback__)
+
+
+def report(exc: BaseException) -> None:
+    """Show an uncaught exception as the interpreter does: through ``sys.excepthook``,
+    and when that fails or is missing, the way CPython's PyErr_Print says so."""
+    exc.__traceback__ = _user_traceback(exc.__traceback__)
+    sys.last_type, sys.last_value, sys.last_traceback = type(exc), exc, exc.__traceback__
+    if sys.version_info >= (3, 12):
+        sys.last_exc = exc
+    hook = getattr(sys, "excepthook", None)
+    if hook is None:
+        _say("sys.excepthook is missing")
+        _display(exc)
+        return
+    try:
+        hook(type(exc), exc, exc.__traceback__)
+    except SystemExit:
+        raise
+    except BaseException as hook_error:
+        hook_error.__traceback__ = _user_traceback(hook_error.__traceback__)
+        _say("Error in sys.excepthook:")
+        _display(hook_error)
+        _say("\nOriginal exception was:")
+        _display(exc)
+
+
 def run(code: types.CodeType, module: types.ModuleType) -> int:
     """Execute like the interpreter: exit status, excepthook, SIGINT semantics."""
     try:
@@ -150,14 +189,16 @@ def run(code: types.CodeType, module: types.ModuleType) -> int:
     except SystemExit:
         raise
     except BaseException as exc:
-        exc.__traceback__ = _user_traceback(exc.__traceback__)
-        sys.excepthook(type(exc), exc, exc.__traceback__)
-        if isinstance(exc, KeyboardInterrupt):
+        error = exc
+    else:
+        return 0
+    report(error)  # outside the handler, as python calls the hook: nothing is being handled
+    if isinstance(error, KeyboardInterrupt):
+        with contextlib.suppress(Exception):
             sys.stdout.flush()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        return 1
-    return 0
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return 1
 
 
 stacks.STOP_CODES[id(run.__code__)] = run.__code__
@@ -176,7 +217,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         message = str(exc)
         if not message.startswith("mpsanitizer:"):
             message = f"mpsanitizer: error: {message}"
-        sys.stderr.write(message + "\n")
+        _say(message)
         return EXIT_USAGE
     except SyntaxError:
         raise
@@ -193,7 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if findings:
         from .findings import summarize
 
-        sys.stderr.write(f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}\n")
+        _say(f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}")
         if fail_on_warning and status in (0, None):
             status = EXIT_WARNINGS
     return status  # type: ignore[return-value]

@@ -483,3 +483,25 @@ def test_mp_main_appears_only_when_multiprocessing_is_imported(tmp_path: Path, h
     (tmp_path / "app.py").write_text(code)
     result = same_as_python(["app.py"] if how == "script" else ["-c", code], tmp_path)
     assert result.stdout == "False\nTrue\n"
+
+
+CLOSES_STDERR = """
+import multiprocessing as mp, sys, warnings
+warnings.simplefilter("ignore")
+if __name__ == "__main__":
+    lock = mp.get_context("spawn").Lock()
+    p = mp.get_context("fork").Process(target=print, args=(lock,)); p.start(); p.join()
+    sys.stderr.close()
+"""
+
+
+def test_a_closed_stderr_does_not_change_the_exit_status(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(CLOSES_STDERR)
+    assert same_as_python(["app.py"], tmp_path).returncode == 0
+
+
+def test_a_failing_excepthook_is_reported_like_python(tmp_path: Path) -> None:
+    code = "import sys\nsys.excepthook = lambda *args: 1 / 0\nraise KeyError('x')\n"
+    (tmp_path / "app.py").write_text(code)
+    result = same_as_python(["app.py"], tmp_path)
+    assert "Original exception was:" in result.stderr
