@@ -107,12 +107,57 @@ def _find_spec(name: str) -> Optional[importlib.machinery.ModuleSpec]:
         return None  # a missing parent, or a parent that is not a package
 
 
+class NotCompiled(Exception):
+    """The program does not compile. ``rerun``: the arguments with which ``python`` itself
+    can report it, when nothing of the program has run yet, else None."""
+
+    def __init__(self, error: Exception, rerun: Optional[List[str]]) -> None:
+        super().__init__(error)
+        self.error, self.rerun = error, rerun
+
+
+def _compile(source: str | bytes, filename: str, rerun: Optional[List[str]]) -> types.CodeType:
+    try:
+        return compile(source, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:  # ValueError: null bytes, before 3.11
+        raise NotCompiled(exc, rerun) from None
+
+
+def _get_code(spec: importlib.machinery.ModuleSpec, rerun: Optional[List[str]]) -> types.CodeType:
+    try:
+        code = spec.loader.get_code(spec.name)  # type: ignore[union-attr]
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    except (SyntaxError, ValueError) as exc:
+        raise NotCompiled(exc, rerun) from None
+    if code is None:
+        raise UsageError(f"no code object available for {spec.name}")
+    return code
+
+
+def _rerun_natively(args: List[str]) -> None:
+    """Become ``python [this interpreter's options] args``, which reports a program that
+    does not compile exactly as it would without us: CPython compiles a script from the
+    open file, and on 3.9 that gives other line numbers than any compile() of its bytes.
+    Returns only when that is impossible."""
+    import subprocess
+
+    flags = getattr(subprocess, "_args_from_interpreter_flags", list)
+    if not sys.executable:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(Exception):
+        os.execv(sys.executable, [sys.executable, *flags(), *args])
+
+
 def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, types.ModuleType]:
     """Build ``__main__`` and its code the way the interpreter would."""
     if kind == "-c":
         sys.argv = ["-c", *args]
         sys.path[0] = ""
-        code = compile(target, "<string>", "exec", dont_inherit=True)
+        code = _compile(target, "<string>", rerun=["-c", target, *args])
         return code, _fresh_main(
             __spec__=None, __loader__=importlib.machinery.BuiltinImporter, __package__=None
         )
@@ -126,7 +171,8 @@ def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, ty
                 raise UsageError(f"no module named {target}.__main__; {target} is a package")
         if spec.loader is None or not hasattr(spec.loader, "get_code"):
             raise UsageError(f"cannot run module {target}")
-        code = spec.loader.get_code(spec.name)
+        # a dotted name ran the code of its parent packages already: python must not again
+        code = _get_code(spec, rerun=None if "." in spec.name else ["-m", target, *args])
         sys.argv = [spec.origin or target, *args]
         return code, _fresh_main(
             __file__=spec.origin, __spec__=spec, __loader__=spec.loader,
@@ -140,7 +186,7 @@ def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, ty
     sys.argv = [target, *args]
     if not (sys.flags.isolated or getattr(sys.flags, "safe_path", False)):
         sys.path[0] = os.path.dirname(path)
-    code = compile(source, path, "exec", dont_inherit=True)
+    code = _compile(source, path, rerun=[target, *args])
     loader = importlib.machinery.SourceFileLoader("__main__", path)
     return code, _fresh_main(
         __file__=path, __spec__=None, __loader__=loader, __package__=None, __cached__=None
@@ -219,8 +265,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             message = f"mpsanitizer: error: {message}"
         _say(message)
         return EXIT_USAGE
-    except SyntaxError:
+    except NotCompiled as failure:
+        if argv is None and failure.rerun is not None:
+            os.environ.update(options.to_environment(settings))
+            _rerun_natively(failure.rerun)
+        report(failure.error)
+        return 1
+    except SystemExit:
         raise
+    except BaseException as exc:  # the program's own code failed: a -m parent package
+        report(exc)
+        return 1
     from . import lazy
 
     os.environ.update(options.to_environment(settings))

@@ -505,3 +505,36 @@ def test_a_failing_excepthook_is_reported_like_python(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(code)
     result = same_as_python(["app.py"], tmp_path)
     assert "Original exception was:" in result.stderr
+
+
+SYNTAX_ERRORS = {"unclosed": "x = (\n", "no-block": "if x:\n", "indent": "x = 1\n  y = 2\n"}
+
+
+@pytest.mark.parametrize("error", sorted(SYNTAX_ERRORS))
+@pytest.mark.parametrize("how", ["script", "code", "module"])
+def test_a_syntax_error_is_reported_like_python(tmp_path: Path, how: str, error: str) -> None:
+    source = SYNTAX_ERRORS[error]
+    (tmp_path / "bad.py").write_text(source)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__main__.py").write_text(source)
+    target = {
+        "script": ["bad.py"], "code": ["-c", source], "module": ["-m", "bad"], "directory": ["app"]
+    }[how]  # fmt: skip
+    result = same_as_python([*target, "arg"], tmp_path)
+    assert result.returncode == 1 and "Error" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("init", "last_line"),
+    [("", "SyntaxError: "), ("raise RuntimeError('boom')", "RuntimeError: boom")],
+)
+def test_a_package_module_that_fails_to_load_shows_no_runner_frames(
+    tmp_path: Path, init: str, last_line: str
+) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text(init)
+    (tmp_path / "pkg" / "bad.py").write_text("x = (\n")
+    result = python(["-m", "mpsanitizer", "-m", "pkg.bad"], tmp_path)
+    assert result.returncode == 1
+    assert "mpsanitizer" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(last_line)
