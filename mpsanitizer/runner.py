@@ -158,6 +158,12 @@ def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, ty
         sys.argv = ["-c", *args]
         sys.path[0] = ""
         code = _compile(target, "<string>", rerun=["-c", target, *args])
+        if sys.version_info >= (3, 13):  # as python does from 3.13: tracebacks show -c lines
+            import linecache
+
+            source = target + "\n"  # python's -c source ends with the newline it appends
+            lines = [line + "\n" for line in source.splitlines()]
+            linecache.cache["<string>"] = (len(source), None, lines, "<string>")
         return code, _fresh_main(
             __spec__=None, __loader__=importlib.machinery.BuiltinImporter, __package__=None
         )

@@ -538,3 +538,9 @@ def test_a_package_module_that_fails_to_load_shows_no_runner_frames(
     assert result.returncode == 1
     assert "mpsanitizer" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith(last_line)
+
+
+@pytest.mark.parametrize("code", ["1/0", "def f():\n    return 1/0\nf()"])
+def test_an_error_in_code_shows_what_python_shows(tmp_path: Path, code: str) -> None:
+    # 3.13 shows the -c source lines in tracebacks, earlier versions show none
+    same_as_python(["-c", code], tmp_path)
