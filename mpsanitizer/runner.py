@@ -24,7 +24,7 @@ from . import options, stacks
 USAGE = (
     "usage: python -m mpsanitizer [--mode error|warn] [--strict] [--stack-depth N]\n"
     "                             [--log-path PATH] [--fail-on-warning]\n"
-    "                             (script.py | -m module | -c code) [args...]"
+    "                             (script.py | dir | app.pyz | - | -m module | -c code) [args...]"
 )
 EXIT_USAGE = 2
 EXIT_WARNINGS = 3
@@ -152,11 +152,61 @@ def _rerun_natively(args: List[str]) -> None:
         os.execv(sys.executable, [sys.executable, *flags(), *args])
 
 
+def _set_path0(entry: str, always: bool = False) -> None:
+    """Put ``entry`` where python puts the program's directory: in place of the current
+    directory that ``-m mpsanitizer`` put first, and with -I or -P (safe path) only for a
+    directory or zip file (``always``)."""
+    if not (sys.flags.isolated or getattr(sys.flags, "safe_path", False)):
+        sys.path[0] = entry
+    elif always:
+        sys.path.insert(0, entry)
+
+
+def _importer(entry: str) -> object:
+    """The finder a sys.path entry gets (a directory's, a zip file's), or None for a
+    plain file: what CPython asks to tell a script from a directory or zip application."""
+    if entry not in sys.path_importer_cache:
+        finder = None
+        for hook in sys.path_hooks:
+            try:
+                finder = hook(entry)
+                break
+            except ImportError:
+                continue
+        sys.path_importer_cache[entry] = finder
+    return sys.path_importer_cache[entry]
+
+
+def _main_from_spec(spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+    return _fresh_main(
+        __file__=spec.origin, __spec__=spec, __loader__=spec.loader,
+        __package__=spec.parent, __cached__=spec.cached,
+    )  # fmt: skip
+
+
+def _from_stdin(args: List[str]) -> Tuple[types.CodeType, types.ModuleType]:
+    """``python -`` with the program on a pipe or file (a terminal gets python's prompt,
+    which we do not offer)."""
+    try:
+        if sys.stdin.isatty():
+            raise UsageError("- reads the program from standard input, which is a terminal")
+        source = sys.stdin.buffer.read()
+    except (AttributeError, OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the program from standard input: {exc}") from None
+    sys.argv = ["-", *args]
+    _set_path0("")
+    # python reads and compiles it from the stream, which is now consumed: no rerun
+    return _compile(source, "<stdin>", rerun=None), _fresh_main(
+        __file__="<stdin>", __cached__=None, __spec__=None,
+        __loader__=importlib.machinery.BuiltinImporter, __package__=None,
+    )  # fmt: skip
+
+
 def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, types.ModuleType]:
     """Build ``__main__`` and its code the way the interpreter would."""
     if kind == "-c":
         sys.argv = ["-c", *args]
-        sys.path[0] = ""
+        _set_path0("")
         code = _compile(target, "<string>", rerun=["-c", target, *args])
         if sys.version_info >= (3, 13):  # as python does from 3.13: tracebacks show -c lines
             import linecache
@@ -180,18 +230,30 @@ def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, ty
         # a dotted name ran the code of its parent packages already: python must not again
         code = _get_code(spec, rerun=None if "." in spec.name else ["-m", target, *args])
         sys.argv = [spec.origin or target, *args]
-        return code, _fresh_main(
-            __file__=spec.origin, __spec__=spec, __loader__=spec.loader,
-            __package__=spec.parent, __cached__=spec.cached,
-        )  # fmt: skip
+        return code, _main_from_spec(spec)
+    if target == "-":
+        return _from_stdin(args)
     path = os.path.abspath(target)
-    if not os.path.isfile(path):
-        raise UsageError(f"can't open file {target!r}: no such file")
-    with io.open_code(path) as handle:
-        source = handle.read()
+    if os.path.isdir(path) or os.path.isfile(path):
+        # A directory or a zip file runs its __main__ module, found on sys.path[0] as
+        # python finds it: with the path made absolute, not normalized.
+        entry = os.path.join(os.getcwd(), target)
+        if _importer(entry) is not None:
+            spec = importlib.machinery.PathFinder.find_spec("__main__", [entry])
+            if spec is None or spec.loader is None:
+                raise UsageError(f"can't find '__main__' module in {target!r}")
+            sys.argv = [target, *args]
+            _set_path0(entry, always=True)
+            return _get_code(spec, rerun=[target, *args]), _main_from_spec(spec)
+    try:
+        with io.open_code(path) as handle:
+            source = handle.read()
+    except FileNotFoundError:
+        raise UsageError(f"can't open file {target!r}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"can't open file {target!r}: {exc.strerror}") from None
     sys.argv = [target, *args]
-    if not (sys.flags.isolated or getattr(sys.flags, "safe_path", False)):
-        sys.path[0] = os.path.dirname(path)
+    _set_path0(os.path.dirname(path))
     code = _compile(source, path, rerun=[target, *args])
     loader = importlib.machinery.SourceFileLoader("__main__", path)
     return code, _fresh_main(

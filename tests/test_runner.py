@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -96,20 +97,35 @@ def project(tmp_path: Path) -> Path:
     (package / "__init__.py").write_text("")
     (package / "mod.py").write_text(INTROSPECT)
     (package / "__main__.py").write_text(FROM_HELPER)
+    app = tmp_path / "app_dir"
+    app.mkdir()
+    (app / "__main__.py").write_text(FROM_HELPER)
+    (app / "helper.py").write_text(INTROSPECT)
+    with zipfile.ZipFile(tmp_path / "app.pyz", "w") as archive:
+        archive.writestr("__main__.py", FROM_HELPER)
+        archive.writestr("helper.py", INTROSPECT)
     return tmp_path
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-@pytest.mark.parametrize("how", ["script", "module", "package", "code"])
+@pytest.mark.parametrize(
+    "how", ["script", "module", "package", "code", "directory", "zipapp", "stdin"]
+)
 def test_run_is_like_python(project: Path, how: str, method: str) -> None:
     target = {
         "script": ["app.py"],
         "module": ["-m", "pkg.mod"],
         "package": ["-m", "pkg"],
         "code": ["-c", FROM_HELPER],
+        "directory": ["app_dir"],
+        "zipapp": ["app.pyz"],
+        "stdin": ["-"],
     }[how]
-    native = python([*target, method, "--flag"], project)
-    sanitized = python(["-m", "mpsanitizer", *target, method, "--flag"], project)
+    if how == "stdin" and method != "fork":
+        pytest.skip("python's own spawn children look for a file named '<stdin>'")
+    stdin = FROM_HELPER if how == "stdin" else None
+    native = python([*target, method, "--flag"], project, stdin=stdin)
+    sanitized = python(["-m", "mpsanitizer", *target, method, "--flag"], project, stdin=stdin)
     assert native.returncode == 0, native.stderr
     assert sanitized.returncode == 0, sanitized.stderr
     assert json.loads(sanitized.stdout) == json.loads(native.stdout)
@@ -176,6 +192,7 @@ def test_fail_on_warning(tmp_path: Path) -> None:
         (["-m", "no_such_module_xyz"], "mpsanitizer: error: no module named no_such_module_xyz"),
         (["-m", "no_such_pkg.mod"], "mpsanitizer: error: no module named no_such_pkg.mod"),
         (["-m", "os.no_such_mod"], "mpsanitizer: error: no module named os.no_such_mod"),
+        (["."], "mpsanitizer: error: can't find '__main__' module in '.'"),
     ],
 )
 def test_bad_command_lines_get_one_line_and_status_2(tmp_path: Path, args, message) -> None:
@@ -511,7 +528,7 @@ SYNTAX_ERRORS = {"unclosed": "x = (\n", "no-block": "if x:\n", "indent": "x = 1\
 
 
 @pytest.mark.parametrize("error", sorted(SYNTAX_ERRORS))
-@pytest.mark.parametrize("how", ["script", "code", "module"])
+@pytest.mark.parametrize("how", ["script", "code", "module", "directory"])
 def test_a_syntax_error_is_reported_like_python(tmp_path: Path, how: str, error: str) -> None:
     source = SYNTAX_ERRORS[error]
     (tmp_path / "bad.py").write_text(source)
