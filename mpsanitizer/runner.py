@@ -82,6 +82,8 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], bool, str, str, List[str]
 
 def _fresh_main(**attrs: object) -> types.ModuleType:
     module = types.ModuleType("__main__")
+    if "__annotations__" in vars(sys.modules["__main__"]):
+        attrs["__annotations__"] = {}  # python's __main__ starts with it (3.9-3.13)
     module.__dict__.update(attrs, __builtins__=builtins)
     sys.modules["__main__"] = module
     if "__mp_main__" in sys.modules:
@@ -233,18 +235,15 @@ def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, ty
         return code, _main_from_spec(spec)
     if target == "-":
         return _from_stdin(args)
-    path = os.path.abspath(target)
-    if os.path.isdir(path) or os.path.isfile(path):
-        # A directory or a zip file runs its __main__ module, found on sys.path[0] as
-        # python finds it: with the path made absolute, not normalized.
-        entry = os.path.join(os.getcwd(), target)
-        if _importer(entry) is not None:
-            spec = importlib.machinery.PathFinder.find_spec("__main__", [entry])
-            if spec is None or spec.loader is None:
-                raise UsageError(f"can't find '__main__' module in {target!r}")
-            sys.argv = [target, *args]
-            _set_path0(entry, always=True)
-            return _get_code(spec, rerun=[target, *args]), _main_from_spec(spec)
+    path = os.path.join(os.getcwd(), target)  # absolute as python makes it: not normalized
+    if (os.path.isdir(path) or os.path.isfile(path)) and _importer(path) is not None:
+        # A directory or a zip file runs its __main__ module, found on sys.path[0].
+        spec = importlib.machinery.PathFinder.find_spec("__main__", [path])
+        if spec is None or spec.loader is None:
+            raise UsageError(f"can't find '__main__' module in {target!r}")
+        sys.argv = [target, *args]
+        _set_path0(path, always=True)
+        return _get_code(spec, rerun=[target, *args]), _main_from_spec(spec)
     try:
         with io.open_code(path) as handle:
             source = handle.read()
@@ -253,7 +252,7 @@ def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, ty
     except OSError as exc:
         raise UsageError(f"can't open file {target!r}: {exc.strerror}") from None
     sys.argv = [target, *args]
-    _set_path0(os.path.dirname(path))
+    _set_path0(os.path.dirname(os.path.realpath(path)))  # symbolic links resolved, as python does
     code = _compile(source, path, rerun=[target, *args])
     loader = importlib.machinery.SourceFileLoader("__main__", path)
     return code, _fresh_main(

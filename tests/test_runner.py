@@ -41,6 +41,7 @@ def facts():
         "path0": sys.path[0],
         "builtins": globals()["__builtins__"] in (builtins, vars(builtins)),
         "main_is_mp_main": sys.modules.get("__mp_main__") is main,
+        "globals": sorted(name for name in globals() if name.startswith("__")),
     }
 
 if __name__ == "__main__":
@@ -130,6 +131,16 @@ def test_run_is_like_python(project: Path, how: str, method: str) -> None:
     assert sanitized.returncode == 0, sanitized.stderr
     assert json.loads(sanitized.stdout) == json.loads(native.stdout)
     assert sanitized.stderr == native.stderr == ""
+
+
+@pytest.mark.parametrize("target", ["./app.py", "pkg/../app.py", "link.py"])
+def test_script_paths_are_what_python_makes_of_them(project: Path, target: str) -> None:
+    # __file__ absolute but not normalized, sys.path[0] the real directory of the script
+    (project / "link.py").symlink_to(project / "pkg" / "mod.py")
+    native = python([target, "fork"], project)
+    sanitized = python(["-m", "mpsanitizer", target, "fork"], project)
+    assert native.returncode == 0, native.stderr
+    assert json.loads(sanitized.stdout) == json.loads(native.stdout)
 
 
 def run_code(code: str, tmp_path: Path, *runner_args: str):
