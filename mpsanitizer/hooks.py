@@ -63,7 +63,22 @@ def composite_hook(original: Callable) -> Callable:
     return _generate(_COMPOSITE, original)
 
 
+_generated: Dict[Tuple[str, int], Tuple[Callable, Callable]] = {}  # -> (original, hook)
+
+
 def _generate(template: str, original: Callable) -> Callable:
+    """The hook for ``original``, made once: enabling again reuses it (each new code
+    object would stay in the frame classification tables)."""
+    cached = _generated.get((template, id(original)))
+    if cached is not None and cached[0] is original:
+        return cached[1]
+    hook = _make(template, original)
+    if len(_generated) < 1000:
+        _generated[(template, id(original))] = (original, hook)
+    return hook
+
+
+def _make(template: str, original: Callable) -> Callable:
     spelled = _spell(original)
     params, call, first = spelled or _GENERIC
     has_ctx = spelled is not None and "ctx" in inspect.signature(original).parameters

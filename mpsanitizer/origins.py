@@ -47,7 +47,7 @@ class _Tracker:
             building[threading.get_ident()] = mine
 
 
-_serials = itertools.count()
+_next_serial = itertools.count().__next__  # one bound method: it keys the maker's cache
 
 
 def maker(depth: int) -> stacks.RawCapture:
@@ -57,7 +57,7 @@ def maker(depth: int) -> stacks.RawCapture:
         depth,
         ("method", "_tracker.pid", "_next_serial()"),
         _tracker=tracker,
-        _next_serial=_serials.__next__,
+        _next_serial=_next_serial,
     )
 
 

@@ -57,6 +57,19 @@ def test_enable_disable_is_enabled_and_exact_restore() -> None:
     assert all(a is b for a, b in zip(originals(), before))
 
 
+def test_enable_disable_cycles_do_not_grow_the_sanitizers_own_state() -> None:
+    from mpsanitizer import stacks
+
+    mpsanitizer.enable()
+    mpsanitizer.disable()
+    before = (len(stacks._kept), len(stacks._capturers))
+    for depth in [8, 3] * 20:
+        mpsanitizer.enable(stack_depth=depth)
+        FORK.Lock()
+        mpsanitizer.disable()
+    assert (len(stacks._kept), len(stacks._capturers)) <= (before[0] + 2, before[1] + 1)
+
+
 def test_enable_again_replaces_the_settings() -> None:
     mpsanitizer.enable(mode="warn", stack_depth=3)
     assert mpsanitizer.settings() == mpsanitizer.Settings(mode="warn", stack_depth=3)
