@@ -11,11 +11,13 @@ costs more than the whole budget of a ``Lock()``.
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import origins, stacks
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
+    from typing import Any, Callable, Dict, Optional, Tuple
 
 _SEMLOCK = """
 def {name}({params}):
@@ -81,7 +83,7 @@ def _generate(template: str, original: Callable) -> Callable:
 def _make(template: str, original: Callable) -> Callable:
     spelled = _spell(original)
     params, call, first = spelled or _GENERIC
-    has_ctx = spelled is not None and "ctx" in inspect.signature(original).parameters
+    has_ctx = spelled is not None and _has_parameter(original, "ctx")
     ctx = "ctx" if has_ctx else "_mps_kwargs.get('ctx')" if spelled is None else "None"
     source = template.format(name="hook", params=params, call=call, first=first, ctx=ctx)
     namespace: Dict[str, Any] = {
@@ -100,36 +102,40 @@ def _make(template: str, original: Callable) -> Callable:
     return functools.wraps(original)(hook)
 
 
+_VARARGS, _VARKEYWORDS = 0x04, 0x08  # code flags (inspect.CO_*, without importing inspect)
+
+
 def _spell(function: Callable) -> Optional[Tuple[str, str, str]]:
     """The parameter list, the forwarding call and the first parameter of ``function``,
-    or None when they cannot be spelled exactly (no signature, a clashing name)."""
-    try:
-        parameters = list(inspect.signature(function).parameters.values())
-    except (TypeError, ValueError):
+    or None when they cannot be spelled exactly (not a Python function, a clashing name).
+
+    Read from the code object, not ``inspect.signature``: importing inspect would add
+    milliseconds to every activated child that creates a primitive."""
+    code = getattr(function, "__code__", None)
+    if code is None or not code.co_argcount:
         return None
-    if not parameters or any(p.name.startswith("_mps_") for p in parameters):
+    positional = code.co_varnames[: code.co_argcount]
+    keyword_only = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
+    rest = iter(code.co_varnames[code.co_argcount + code.co_kwonlyargcount :])
+    star = next(rest) if code.co_flags & _VARARGS else None
+    double_star = next(rest) if code.co_flags & _VARKEYWORDS else None
+    names = [*positional, *keyword_only, star or "", double_star or ""]
+    if any(name.startswith("_mps_") for name in names):
         return None
-    params: List[str] = []
-    call: List[str] = []
-    star_seen = False
-    for p in parameters:
-        if p.kind is p.VAR_POSITIONAL:
-            params.append(f"*{p.name}")
-            call.append(f"*{p.name}")
-            star_seen = True
-        elif p.kind is p.VAR_KEYWORD:
-            params.append(f"**{p.name}")
-            call.append(f"**{p.name}")
-        elif p.kind is p.KEYWORD_ONLY:
-            if not star_seen:
-                params.append("*")
-                star_seen = True
-            params.append(p.name)
-            call.append(f"{p.name}={p.name}")
-        else:  # positional (only or not): passed on positionally
-            params.append(p.name)
-            call.append(p.name)
-    first = parameters[0]
-    if first.kind not in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD):
-        return None
-    return ", ".join(params), ", ".join(call), first.name
+    params, call = list(positional), list(positional)  # positional (only or not): as such
+    if star:
+        params.append(f"*{star}")
+        call.append(f"*{star}")
+    elif keyword_only:
+        params.append("*")
+    params += keyword_only
+    call += [f"{name}={name}" for name in keyword_only]
+    if double_star:
+        params.append(f"**{double_star}")
+        call.append(f"**{double_star}")
+    return ", ".join(params), ", ".join(call), positional[0]
+
+
+def _has_parameter(function: Callable, name: str) -> bool:
+    code = function.__code__  # type: ignore[attr-defined]
+    return name in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]

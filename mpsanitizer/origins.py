@@ -17,16 +17,20 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from typing import Any, Dict, List, Optional
 
 from . import stacks
 from .config import DEFAULT_STACK_DEPTH
 from .faults import report_fault
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
+    from typing import Any, Dict, List, Optional
+
 ATTRIBUTE = "_mpsanitizer_origin"
 METHOD, PID, SERIAL, STACK = 0, 1, 2, 3  # STACK: where the raw stack starts
 
-Origin = List[Any]
+if TYPE_CHECKING:
+    Origin = List[Any]
 
 
 class _Tracker:

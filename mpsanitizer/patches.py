@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, List, Optional, Tuple
 
 from .config import Settings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
+    from typing import Any, Callable, List, Optional, Tuple
 
 _lock = threading.RLock()
 _applied: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, replacement)

@@ -5,21 +5,25 @@ from __future__ import annotations
 import linecache
 import os
 import sys
-from dataclasses import dataclass
+from collections import namedtuple
 from types import CodeType
-from typing import Callable, Dict, List, Optional, Tuple
 
-# Innermost first, flat: [code, lasti, code, lasti, ...]. Lines are computed only for reports.
-RawStack = List[object]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
+    from typing import Callable, Dict, List, Optional, Tuple
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One formatted frame: what a report and a JSON record show."""
+if TYPE_CHECKING:
+    # Innermost first, flat: [code, lasti, code, lasti, ...]. Lines: only for reports.
+    RawStack = List[object]
+    RawCapture = Callable[..., List[object]]
 
-    filename: str
-    lineno: int
-    function: str
+
+class Frame(namedtuple("Frame", ("filename", "lineno", "function"))):
+    """One formatted frame (``filename``, ``lineno``, ``function``): what a report and a
+    JSON record show."""
+
+    __slots__ = ()
 
     @property
     def source(self) -> str:
@@ -126,7 +130,6 @@ _FIND_BY_CODE = """\
             return [{head}]
 """
 
-RawCapture = Callable[..., List[object]]
 _capturers: Dict[Tuple[object, ...], RawCapture] = {}
 
 
