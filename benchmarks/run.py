@@ -169,7 +169,12 @@ class Toggle:
         self.mpsanitizer = mpsanitizer
 
     def on(self) -> None:
+        from mpsanitizer import patches
+
         self.mpsanitizer.enable()
+        # What a program pays at its first start after enable() (wrapt's wrappers made
+        # and put in place) is paid once; rounds measure every later start.
+        patches._start_checks()
 
     def off(self) -> None:
         self.mpsanitizer.disable()
