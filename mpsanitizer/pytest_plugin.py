@@ -160,9 +160,9 @@ def pytest_report_header(config: pytest.Config) -> str:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
     session = item.config.stash.get(_KEY, None)
+    if session is not None:
+        session.mark()  # what earlier tests left unread is not this test's
     if session is None or item.get_closest_marker(MARKER) is None:
-        if session is not None:
-            session.mark()
         yield
         return
     from . import patches
@@ -212,9 +212,11 @@ def mpsanitizer_findings(request: pytest.FixtureRequest) -> FindingsRecorder:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator:
     outcome = yield
     session = item.config.stash.get(_KEY, None)
-    if session is None or call.when == "setup" or FIXTURE in getattr(item, "fixturenames", ()):
+    if session is None or FIXTURE in getattr(item, "fixturenames", ()):
         return
     report = outcome.get_result()
+    if call.when == "setup" and report.outcome != "failed":
+        return  # findings of a passing setup fail the test itself, with its call
     try:
         records = session.new_records()
     except Exception as exc:
@@ -222,13 +224,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         return
     _reemit_child_warnings(records)
     errors = [r for r in records if r.get("severity") == "error"]
-    if errors and report.outcome != "failed":
-        from .findings import Finding
-        from .report import format_report
+    if not errors:
+        return
+    from .findings import Finding
+    from .report import format_report
 
-        text = "\n\n".join(format_report([Finding.from_dict(r)]) + _where(r) for r in errors)
-        report.outcome = "failed"
-        report.longrepr = f"mpsanitizer: {len(errors)} finding(s) during this test\n\n{text}"
+    text = "\n\n".join(format_report([Finding.from_dict(r)]) + _where(r) for r in errors)
+    if report.outcome == "failed":  # already failing (often from this very finding): once
+        report.sections.append(("mpsanitizer findings", text))
+        return
+    report.outcome = "failed"
+    report.longrepr = f"mpsanitizer: {len(errors)} finding(s) during this test\n\n{text}"
 
 
 def _where(record: Dict[str, Any]) -> str:

@@ -158,6 +158,48 @@ def test_off_on_the_command_line_also_disarms_what_the_environment_armed(
     assert "raised mpsanitizer" not in result.stdout.str()
 
 
+FIXTURE_AND_MARKER = """
+import multiprocessing as mp, pytest
+
+def init(lock):
+    pass
+
+@pytest.fixture(scope="module")
+def bad_pool():
+    lock = mp.get_context("fork").Lock()
+    with mp.get_context("spawn").Pool(1, initializer=init, initargs=(lock,)) as pool:
+        yield pool
+
+def test_a(bad_pool):
+    pass
+
+def test_b(bad_pool):
+    pass
+
+def test_c_unread(mpsanitizer_findings):
+    lock = mp.get_context("fork").Lock()
+    with pytest.raises(RuntimeError):
+        mp.get_context("spawn").Process(target=init, args=(lock,)).start()
+
+@pytest.mark.no_mpsanitize
+def test_d_exempt():
+    pass
+"""
+
+
+def test_a_finding_is_reported_once_and_only_for_its_own_test(suite, monkeypatch) -> None:
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    suite.makepyfile(test_once=FIXTURE_AND_MARKER)
+    result = suite.runpytest_subprocess(
+        "-rA", "--mpsanitize", "-p", "no:cacheprovider", "test_once.py"
+    )
+    result.assert_outcomes(passed=2, errors=2)  # the fixture's setup fails test_a and test_b
+    text = result.stdout.str()
+    assert "PASSED test_once.py::test_c_unread" in text
+    assert "PASSED test_once.py::test_d_exempt" in text
+    assert "finding(s) during this test" not in text
+
+
 def test_bad_values_are_one_clear_error(suite, monkeypatch) -> None:
     monkeypatch.delenv("MPSANITIZE", raising=False)
     result = suite.runpytest_subprocess("--mpsanitize=loud")
