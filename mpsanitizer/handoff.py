@@ -34,8 +34,8 @@ FORK_WALK_BUDGET = 48  # objects: about 0.7 to 1 µs each, so any arguments stay
 FORK_WALK_PER_CONTAINER = 16
 
 
-class _ScanningPickler(reduction.ForkingPickler):
-    """The ForkingPickler the start would use, noting tracked objects on the way.
+class _Scanning:
+    """Mixed into the ForkingPickler the start would use: notes tracked objects on the way.
 
     Tracked classes get an entry in this pickler's own ``dispatch_table`` (a copy
     ForkingPickler makes per pickler), so every other object is pickled at C
@@ -43,8 +43,10 @@ class _ScanningPickler(reduction.ForkingPickler):
     offender is elided, so that the scan goes on and reports every offender.
     """
 
+    dispatch_table: Dict[type, Any]
+
     def __init__(self, file: Any, protocol: Optional[int], target: str, elide: bool) -> None:
-        super().__init__(file, protocol)
+        super().__init__(file, protocol)  # type: ignore[call-arg]
         self.target = target
         self.elide = elide
         self.hits: List[Hit] = []
@@ -66,7 +68,7 @@ class _ScanningPickler(reduction.ForkingPickler):
     def release(self) -> None:
         """Drop what the pickling holds: its memo keeps every pickled object alive, and
         the dispatch entries point back at the pickler (a cycle only gc would free)."""
-        self.clear_memo()
+        self.clear_memo()  # type: ignore[attr-defined]
         self.dispatch_table.clear()
         self.covered.clear()
 
@@ -81,6 +83,21 @@ class _ScanningPickler(reduction.ForkingPickler):
             return False
         self.hits.append((obj, verdict, None))
         return self.elide and verdict.severity == "error"
+
+
+_scanning_classes: Dict[type, type] = {}
+
+
+def scanning_pickler(*args: Any, **kwargs: Any) -> Any:
+    """A scanning pickler over ``reduction.ForkingPickler`` as it is now: ``dump`` looks
+    the name up at every call, and a program or library may have replaced it."""
+    base = reduction.ForkingPickler
+    cls = _scanning_classes.get(base)
+    if cls is None:
+        cls = type(f"Scanning{base.__name__}", (_Scanning, base), {})
+        if len(_scanning_classes) < 100:
+            _scanning_classes[base] = cls
+    return cls(*args, **kwargs)
 
 
 def _effective_protocol(protocol: Optional[int]) -> int:
@@ -138,7 +155,7 @@ class Checker:
         """``reduction.dump(obj, file, protocol)`` of a process, through the scanning pickler."""
         target = getattr(popen, "method", None) or "spawn"
         try:
-            pickler = _ScanningPickler(file, protocol, target, self.settings.mode == "error")
+            pickler = scanning_pickler(file, protocol, target, self.settings.mode == "error")
         except Exception as exc:
             report_fault("preparing the start check", exc)
             wrapped(obj, file, protocol)

@@ -210,13 +210,32 @@ def test_pickled_bytes_are_unchanged_by_the_scan() -> None:
     try:
         plain, scanned = io.BytesIO(), io.BytesIO()
         reduction.ForkingPickler(plain).dump(proc)
-        handoff._ScanningPickler(scanned, None, "spawn", elide=False).dump(proc)
+        handoff.scanning_pickler(scanned, None, "spawn", elide=False).dump(proc)
         assert scanned.getvalue() == plain.getvalue()
         data = io.BytesIO()
         reduction.dump(proc, data)
         assert b"mpsanitizer" not in data.getvalue()
     finally:
         multiprocessing.context.set_spawning_popen(None)
+
+
+def test_a_forking_pickler_replaced_after_the_first_start_is_the_one_used(monkeypatch) -> None:
+    mpsanitizer.enable()
+    assert start(SPAWN.Process(target=h.noop)) == 0  # the checks are in place from here on
+    seen = []
+
+    class Recording(reduction.ForkingPickler):
+        def persistent_id(self, obj):
+            if obj == "marker":
+                seen.append(obj)
+            return None
+
+    monkeypatch.setattr(reduction, "ForkingPickler", Recording)
+    assert start(SPAWN.Process(target=h.noop, args=("marker",))) == 0
+    assert seen == ["marker"]
+    with pytest.raises(ContextMismatchError):
+        SPAWN.Process(target=h.noop, args=("marker", FORK.Lock())).start()
+    assert seen == ["marker", "marker"]
 
 
 def test_internal_fault_fails_open(monkeypatch, capfd) -> None:
