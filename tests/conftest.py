@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import warnings
+from collections.abc import Sequence
 from typing import Iterator, List
 
 import pytest
@@ -32,10 +33,30 @@ def no_children() -> Iterator[None]:
     assert multiprocessing.active_children() == []
 
 
+class MixingWarnings(Sequence):
+    """The ContextMixingWarnings caught so far: read live, at any point of the test."""
+
+    def __init__(self, caught: List[warnings.WarningMessage]) -> None:
+        self._caught = caught
+
+    def _found(self) -> List[warnings.WarningMessage]:
+        return [w for w in self._caught if issubclass(w.category, ContextMixingWarning)]
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._found()[index]
+
+    def __len__(self) -> int:
+        return len(self._found())
+
+    def __eq__(self, other: object) -> bool:
+        return self._found() == other
+
+    def __repr__(self) -> str:
+        return repr(self._found())
+
+
 @pytest.fixture
-def mixing_warnings() -> Iterator[List[warnings.WarningMessage]]:
+def mixing_warnings() -> Iterator[MixingWarnings]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        found: List[warnings.WarningMessage] = []
-        yield found
-        found.extend(w for w in caught if issubclass(w.category, ContextMixingWarning))
+        yield MixingWarnings(caught)
