@@ -233,18 +233,27 @@ class Checker:
     def _deliver(
         self, findings: List[Finding], cause: Optional[BaseException] = None
     ) -> Optional[ContextMismatchError]:
-        """Emit the warnings; return the error to raise, if any."""
+        """Record and emit the findings (a warning once per hand-off); return the error
+        to raise, if any."""
+        raising = self.settings.mode == "error"
+        errors = [f for f in findings if f.is_error] if raising else []
+        warned = [f for f in findings if not f.is_error or not raising]
+        warned = [f for f in warned if self._first_time(f)]
+        findings = [f for f in findings if any(f is g for g in (*errors, *warned))]
         if not findings:
             return None
         if len(_seen) < 10_000:
             _seen.extend(findings)
         if self.settings.log_path:
             jsonlog.write(self.settings.log_path, findings)
-        raising = self.settings.mode == "error"
-        errors = [f for f in findings if f.is_error] if raising else []
-        for finding in findings:
-            if not any(finding is e for e in errors):
-                self._warn(finding)
+        for finding in warned:
+            site = finding.started_at[-1] if finding.started_at else None
+            warnings.warn_explicit(
+                ContextMixingWarning(finding),
+                ContextMixingWarning,
+                site.filename if site else "<unknown>",
+                site.lineno if site else 0,
+            )
         if not errors:
             return None
         error = ContextMismatchError(errors)
@@ -252,16 +261,15 @@ class Checker:
         error.__suppress_context__ = True
         return error
 
-    def _warn(self, finding: Finding) -> None:
+    def _first_time(self, finding: Finding) -> bool:
+        """Whether this hand-off was not warned about yet: per object, path and target,
+        and start site. A start with no user frame (a pool's thread replacing a worker)
+        repeats the start that was warned about where the user made the pool."""
         site = finding.started_at[-1] if finding.started_at else None
-        key = (finding.identity, finding.kind, finding.path, finding.target, site)
-        if key in self._warned:
-            return
+        handoff = (finding.identity, finding.kind, finding.path, finding.target)
+        if (*handoff, site) in self._warned or (site is None and handoff in self._warned):
+            return False
         if len(self._warned) < 10_000:
-            self._warned[key] = None
-        warnings.warn_explicit(
-            ContextMixingWarning(finding),
-            ContextMixingWarning,
-            site.filename if site else "<unknown>",
-            site.lineno if site else 0,
-        )
+            self._warned[(*handoff, site)] = None
+            self._warned[handoff] = None
+        return True

@@ -39,6 +39,7 @@ def _package_dir(module_file: Optional[str]) -> Optional[str]:
 
 def _internal_dirs() -> Tuple[str, ...]:
     import multiprocessing
+    import threading
 
     wrapt = sys.modules.get("wrapt")
     stdlib = os.path.dirname(os.path.dirname(os.path.abspath(multiprocessing.__file__)))
@@ -47,6 +48,7 @@ def _internal_dirs() -> Tuple[str, ...]:
         os.path.join(stdlib, "concurrent", "futures") + os.sep,
         _package_dir(getattr(wrapt, "__file__", None)),
         _package_dir(__file__),
+        os.path.abspath(threading.__file__),  # a pool's own threads start its workers
     ]
     return tuple(d for d in dirs if d)
 
@@ -83,7 +85,7 @@ def mark_internal(code: CodeType) -> None:
     _internal_ids[id(code)] = True
 
 
-_INTERNAL_PACKAGES = ("multiprocessing", "concurrent.futures", "wrapt", "mpsanitizer")
+_INTERNAL_PACKAGES = ("multiprocessing", "concurrent.futures", "wrapt", "mpsanitizer", "threading")
 _internal_modules: Dict[Optional[str], bool] = {None: False}
 # 3.12+: a frame's module name without making a frame object for it (3.11 makes them lazily).
 _module_name: Optional[Callable[[int], Optional[str]]] = getattr(sys, "_getframemodulename", None)
