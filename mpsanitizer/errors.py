@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import List, Optional, Sequence, Union
 
 from .findings import Finding
@@ -47,3 +48,15 @@ class ContextMixingWarning(RuntimeWarning):
 
     def __reduce__(self):  # type: ignore[override]
         return type(self), (self.finding if self.finding is not None else str(self),)
+
+
+def warn(finding: Finding, unknown_site: str = "<unknown>") -> None:
+    """Issue ``finding`` as a ContextMixingWarning attributed to the line that started the
+    process, so that warning filters and pytest's summary see it there."""
+    site = finding.started_at[-1] if finding.started_at else None
+    warnings.warn_explicit(
+        ContextMixingWarning(finding),
+        ContextMixingWarning,
+        site.filename if site else unknown_site,
+        site.lineno if site else 0,
+    )

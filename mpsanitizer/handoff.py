@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import functools
 import pickle
-import warnings
 from multiprocessing import context, process, reduction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import jsonlog, kinds, origins, stacks, walk
 from .config import Settings
-from .errors import ContextMismatchError, ContextMixingWarning
+from .errors import ContextMismatchError, warn
 from .faults import report_fault
 from .findings import Finding, Verdict, judge
 
@@ -247,13 +246,7 @@ class Checker:
         if self.settings.log_path:
             jsonlog.write(self.settings.log_path, findings)
         for finding in warned:
-            site = finding.started_at[-1] if finding.started_at else None
-            warnings.warn_explicit(
-                ContextMixingWarning(finding),
-                ContextMixingWarning,
-                site.filename if site else "<unknown>",
-                site.lineno if site else 0,
-            )
+            warn(finding)
         if not errors:
             return None
         error = ContextMismatchError(errors)

@@ -242,17 +242,9 @@ def _where(record: Dict[str, Any]) -> str:
 
 
 def _reemit_child_warnings(records: List[Dict[str, Any]]) -> None:
-    from .errors import ContextMixingWarning
+    from .errors import warn
     from .findings import Finding
 
     for record in records:
-        if record.get("severity") != "warning" or record.get("pid") == os.getpid():
-            continue
-        finding = Finding.from_dict(record)
-        site = finding.started_at[-1] if finding.started_at else None
-        warnings.warn_explicit(
-            ContextMixingWarning(finding),
-            ContextMixingWarning,
-            site.filename if site else "<child process>",
-            site.lineno if site else 0,
-        )
+        if record.get("severity") == "warning" and record.get("pid") != os.getpid():
+            warn(Finding.from_dict(record), "<child process>")
