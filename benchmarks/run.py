@@ -438,35 +438,39 @@ def bench_creation(section: Section, toggle: Toggle, scale: float) -> None:
 # 1b. where the creation overhead goes
 
 
+_FAKES = """
+class FakeSemLock:
+    def __init__(self, kind, value, maxvalue, *, ctx):
+        self._semlock = None
+
+class FakeLock(FakeSemLock):
+    def __init__(self, *, ctx):
+        FakeSemLock.__init__(self, 1, 1, 1, ctx=ctx)
+
+class FakeQueue:
+    def __init__(self, maxsize=0, *, ctx):
+        self._rlock = FakeLock(ctx=ctx)
+        self._wlock = FakeLock(ctx=ctx)
+        self._sem = FakeLock(ctx=ctx)
+"""
+
+
 def _fake_classes(hooked: bool) -> Tuple[type, type]:
     """Classes with the call shape of ``SemLock``/``Lock``/``Queue`` and no system calls,
     with mpsanitizer's generated hooks on them (as ``enable()`` puts them on the real
-    ones) when ``hooked``."""
-    from mpsanitizer import hooks, stacks
+    ones) when ``hooked``. Made in a module named under multiprocessing, so that their
+    frames count as multiprocessing's, as the real classes' do."""
+    from mpsanitizer import hooks
 
-    class FakeSemLock:
-        def __init__(self, kind: int, value: int, maxvalue: int, *, ctx: Any) -> None:
-            self._semlock = None
-
-    class FakeLock(FakeSemLock):
-        def __init__(self, *, ctx: Any) -> None:
-            FakeSemLock.__init__(self, 1, 1, 1, ctx=ctx)
-
-    class FakeQueue:
-        def __init__(self, maxsize: int = 0, *, ctx: Any) -> None:
-            self._rlock = FakeLock(ctx=ctx)
-            self._wlock = FakeLock(ctx=ctx)
-            self._sem = FakeLock(ctx=ctx)
-
+    namespace: Dict[str, Any] = {"__name__": "multiprocessing.benchmark_fakes"}
+    exec(compile(_FAKES, "<benchmark fakes>", "exec"), namespace)
+    fake_semlock, fake_lock, fake_queue = (
+        namespace[name] for name in ("FakeSemLock", "FakeLock", "FakeQueue")
+    )
     if hooked:
-        FakeSemLock.__init__ = hooks.semlock_hook(vars(FakeSemLock)["__init__"])  # type: ignore[method-assign]
-        FakeQueue.__init__ = hooks.composite_hook(vars(FakeQueue)["__init__"])  # type: ignore[method-assign]
-        # Their frames count as multiprocessing's, as the real classes' do.
-        for cls in (FakeSemLock, FakeLock, FakeQueue):
-            stacks.mark_internal(
-                getattr(vars(cls)["__init__"], "__wrapped__", vars(cls)["__init__"]).__code__
-            )
-    return FakeLock, FakeQueue
+        fake_semlock.__init__ = hooks.semlock_hook(vars(fake_semlock)["__init__"])
+        fake_queue.__init__ = hooks.composite_hook(vars(fake_queue)["__init__"])
+    return fake_lock, fake_queue
 
 
 class StubbedCapture:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 
-from . import origins, stacks
+from . import origins
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
@@ -87,6 +87,8 @@ def _make(template: str, original: Callable) -> Callable:
     ctx = "ctx" if has_ctx else "_mps_kwargs.get('ctx')" if spelled is None else "None"
     source = template.format(name="hook", params=params, call=call, first=first, ctx=ctx)
     namespace: Dict[str, Any] = {
+        # Its frames are its constructor's module's, as multiprocessing's are not the user's.
+        "__name__": getattr(original, "__module__", None) or __name__,
         "_mps_original": original,
         "_mps_building": origins.building,
         "_mps_ident": threading.get_ident,
@@ -96,7 +98,6 @@ def _make(template: str, original: Callable) -> Callable:
     }
     exec(compile(source, f"<mpsanitizer hook for {original.__qualname__}>", "exec"), namespace)
     hook = namespace["hook"]
-    stacks.mark_internal(hook.__code__)
     hook.__defaults__ = getattr(original, "__defaults__", None)
     hook.__kwdefaults__ = getattr(original, "__kwdefaults__", None)
     return functools.wraps(original)(hook)

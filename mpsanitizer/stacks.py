@@ -33,56 +33,7 @@ class Frame(namedtuple("Frame", ("filename", "lineno", "function"))):
         return {"file": self.filename, "line": self.lineno, "function": self.function}
 
 
-def _package_dir(module_file: Optional[str]) -> Optional[str]:
-    return os.path.dirname(os.path.abspath(module_file)) + os.sep if module_file else None
-
-
-def _internal_dirs() -> Tuple[str, ...]:
-    import multiprocessing
-    import threading
-
-    wrapt = sys.modules.get("wrapt")
-    stdlib = os.path.dirname(os.path.dirname(os.path.abspath(multiprocessing.__file__)))
-    dirs = [
-        _package_dir(multiprocessing.__file__),
-        os.path.join(stdlib, "concurrent", "futures") + os.sep,
-        _package_dir(getattr(wrapt, "__file__", None)),
-        _package_dir(__file__),
-        os.path.abspath(threading.__file__),  # a pool's own threads start its workers
-    ]
-    return tuple(d for d in dirs if d)
-
-
-_INTERNAL_DIRS: Tuple[str, ...] = ()
 STOP_CODES: Dict[int, CodeType] = {}  # by id: frames below the user's program (the runner's exec)
-# Keyed by id(): hashing a code object hashes its bytecode and constants, every time.
-_internal_ids: Dict[int, bool] = {}
-_kept: List[CodeType] = []  # the classified code objects stay alive, so their ids stay unique
-
-
-def _classify(code: CodeType) -> bool:
-    global _INTERNAL_DIRS
-    if not _INTERNAL_DIRS:
-        _INTERNAL_DIRS = _internal_dirs()
-    filename = code.co_filename
-    if not os.path.isabs(filename):
-        filename = os.path.abspath(filename)
-    internal = filename.startswith(_INTERNAL_DIRS)
-    _kept.append(code)
-    _internal_ids[id(code)] = internal
-    return internal
-
-
-def is_internal(code: CodeType) -> bool:
-    """True for frames of multiprocessing, concurrent.futures, wrapt and mpsanitizer."""
-    internal = _internal_ids.get(id(code))
-    return _classify(code) if internal is None else internal
-
-
-def mark_internal(code: CodeType) -> None:
-    """Count frames of ``code`` (a generated hook) as the sanitizer's own."""
-    _kept.append(code)
-    _internal_ids[id(code)] = True
 
 
 _INTERNAL_PACKAGES = ("multiprocessing", "concurrent.futures", "wrapt", "mpsanitizer", "threading")
@@ -92,10 +43,15 @@ _module_name: Optional[Callable[[int], Optional[str]]] = getattr(sys, "_getframe
 
 
 def _module_is_internal(name: Optional[str]) -> bool:
+    """Frames of multiprocessing, concurrent.futures, threading, wrapt and mpsanitizer
+    (and of the hooks, generated with their constructor's module name) are not the user's."""
     internal = _internal_modules.get(name)
     if internal is None:
-        internal = any(name == p or name.startswith(p + ".") for p in _INTERNAL_PACKAGES)  # type: ignore[union-attr]
-        _internal_modules[name] = internal
+        internal = isinstance(name, str) and any(
+            name == p or name.startswith(p + ".") for p in _INTERNAL_PACKAGES
+        )
+        if len(_internal_modules) < 10_000:
+            _internal_modules[name] = internal
     return internal
 
 
@@ -115,21 +71,22 @@ _FIND_BY_MODULE = """\
         return [{head}]
     c0 = f.f_code
 """
-_FIND_BY_CODE = """\
+_FIND_BY_GLOBALS = """\
     try:
         f = _getframe(skip + 1)
     except ValueError:
         return [{head}]
     while True:
-        c0 = f.f_code
-        internal = _known_code(id(c0))
+        name = f.f_globals.get("__name__")
+        internal = _known_module(name)
         if internal is None:
-            internal = _classify(c0)
+            internal = _module_is_internal(name)
         if not internal:
             break
         f = f.f_back
         if f is None:
             return [{head}]
+    c0 = f.f_code
 """
 
 _capturers: Dict[Tuple[object, ...], RawCapture] = {}
@@ -153,7 +110,7 @@ def capturer(depth: int, head: Tuple[str, ...] = (), **names: object) -> RawCapt
         pass
     params = [name for name in head if name.isidentifier()]
     items = list(head)
-    find = _FIND_BY_MODULE if _module_name is not None else _FIND_BY_CODE
+    find = _FIND_BY_MODULE if _module_name is not None else _FIND_BY_GLOBALS
     lines = [f"def capture(skip{''.join(', ' + p for p in params)}):"]
     lines += find.format(head=", ".join(items)).splitlines()
     for i in range(depth):
@@ -169,14 +126,11 @@ def capturer(depth: int, head: Tuple[str, ...] = (), **names: object) -> RawCapt
         "_known_module": _internal_modules.get,
         "_module_is_internal": _module_is_internal,
         "_getframe": sys._getframe,
-        "_known_code": _internal_ids.get,
-        "_classify": _classify,
         **names,
     }
     source = "\n".join(lines)
     exec(compile(source, f"<mpsanitizer capture of {depth} frames>", "exec"), namespace)
     capture = namespace["capture"]
-    mark_internal(capture.__code__)  # type: ignore[attr-defined]
     if len(_capturers) < 1000:
         _capturers[key] = capture  # type: ignore[assignment]
     return capture  # type: ignore[return-value]

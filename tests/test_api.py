@@ -67,9 +67,9 @@ def test_enable_disable_cycles_do_not_grow_the_sanitizers_own_state() -> None:
             mpsanitizer.disable()
 
     cycles(1)  # the frames of this test and both depths' capture functions, once
-    before = (len(stacks._kept), len(stacks._capturers))
+    before = (len(stacks._internal_modules), len(stacks._capturers))
     cycles(20)
-    assert (len(stacks._kept), len(stacks._capturers)) == before
+    assert (len(stacks._internal_modules), len(stacks._capturers)) == before
 
 
 def test_enable_again_replaces_the_settings() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import multiprocessing
 import sys
 import threading
+import weakref
 from contextlib import contextmanager
 
 import mp_helpers as h
@@ -141,3 +143,15 @@ def test_a_fork_child_forgets_composites_of_threads_that_did_not_survive() -> No
         in_child = queue.get()
     assert child.exitcode == 0
     assert in_child == []
+
+
+def test_the_code_of_a_creation_site_is_not_kept_once_its_primitive_is_gone() -> None:
+    mpsanitizer.enable()
+    namespace = {"ctx": FORK}
+    exec(compile("def make():\n    return ctx.Lock()\n", "<generated>", "exec"), namespace)
+    code = weakref.ref(namespace["make"].__code__)
+    lock = namespace["make"]()
+    assert origins.origin_of(lock)[origins.STACK] is code()  # the record holds it, for now
+    del lock, namespace
+    gc.collect()
+    assert code() is None
