@@ -262,11 +262,25 @@ def run(code: types.CodeType, module: types.ModuleType) -> int:
         return 0
     report(error)  # outside the handler, as python calls the hook: nothing is being handled
     if isinstance(error, KeyboardInterrupt):
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        global _interrupted
+        _interrupted = True  # die of SIGINT once the interpreter has finalized, as python does
+        return 128 + signal.SIGINT
     return 1
+
+
+_interrupted = False
+
+
+def exit_by_sigint_if_interrupted() -> None:
+    """Registered with atexit before the program runs, so that it runs after the program's
+    own handlers and multiprocessing's cleanup: CPython re-raises SIGINT at the very end."""
+    if not _interrupted:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 stacks.STOP_CODES[id(run.__code__)] = run.__code__

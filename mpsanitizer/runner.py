@@ -7,12 +7,22 @@ what ``python script.py`` gives it.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
 from . import options
-from .program import NotCompiled, UsageError, prepare, report, rerun_natively, run, say
+from .program import (
+    NotCompiled,
+    UsageError,
+    exit_by_sigint_if_interrupted,
+    prepare,
+    report,
+    rerun_natively,
+    run,
+    say,
+)
 
 USAGE = (
     "usage: python -m mpsanitizer [--mode error|warn] [--strict] [--stack-depth N]\n"
@@ -90,6 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     os.environ.update(options.to_environment(settings))
     lazy.arm(settings)
+    atexit.register(exit_by_sigint_if_interrupted)  # first registered: runs last
     try:
         status = run(code, module)
     except SystemExit as exc:

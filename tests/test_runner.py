@@ -163,10 +163,28 @@ def test_uncaught_exception_shows_user_frames_only(tmp_path: Path) -> None:
     assert result.stderr.rstrip().endswith("KeyError: 'x'")
 
 
-def test_keyboard_interrupt_exits_like_python(tmp_path: Path) -> None:
-    result = run_code("raise KeyboardInterrupt", tmp_path)
-    assert result.returncode == -signal.SIGINT
-    assert "KeyboardInterrupt" in result.stderr
+INTERRUPTED_WITH_A_CHILD = """
+import atexit, multiprocessing, time
+
+atexit.register(print, "atexit handler ran")
+
+if __name__ == "__main__":
+    lock = multiprocessing.get_context("spawn").Lock()
+    child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0.5,))
+    child.start()
+    raise KeyboardInterrupt
+"""
+
+
+def test_keyboard_interrupt_exits_like_python_after_finalizing(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(INTERRUPTED_WITH_A_CHILD)
+    native = python(["app.py"], tmp_path)
+    sanitized = python(["-m", "mpsanitizer", "app.py"], tmp_path)
+    assert native.returncode == sanitized.returncode == -signal.SIGINT
+    assert "atexit handler ran" in native.stdout  # the parent's (and the child's) atexit
+    assert sanitized.stdout == native.stdout
+    assert "leaked semaphore" not in sanitized.stderr  # multiprocessing's cleanup ran too
+    assert sanitized.stderr == native.stderr
 
 
 def test_uncaught_mismatch_prints_report_and_exits_1() -> None:
