@@ -235,10 +235,9 @@ class Checker:
         """Record and emit the findings (a warning once per hand-off); return the error
         to raise, if any."""
         raising = self.settings.mode == "error"
-        errors = [f for f in findings if f.is_error] if raising else []
-        warned = [f for f in findings if not f.is_error or not raising]
-        warned = [f for f in warned if self._first_time(f)]
-        findings = [f for f in findings if any(f is g for g in (*errors, *warned))]
+        findings = [f for f in findings if (raising and f.is_error) or self._first_time(f)]
+        errors = [f for f in findings if raising and f.is_error]
+        warned = [f for f in findings if not (raising and f.is_error)]
         if not findings:
             return None
         if len(_seen) < 10_000:

@@ -69,8 +69,8 @@ _generated: Dict[Tuple[str, int], Tuple[Callable, Callable]] = {}  # -> (origina
 
 
 def _generate(template: str, original: Callable) -> Callable:
-    """The hook for ``original``, made once: enabling again reuses it (each new code
-    object would stay in the frame classification tables)."""
+    """The hook for ``original``, made once: enabling again reuses it instead of compiling
+    a new one each time."""
     cached = _generated.get((template, id(original)))
     if cached is not None and cached[0] is original:
         return cached[1]

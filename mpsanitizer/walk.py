@@ -8,7 +8,6 @@ offender that the pickling scan found (``args[0]``, ``kwargs['cfg'].queue``,
 from __future__ import annotations
 
 import functools
-import inspect
 import types
 from collections import deque
 from itertools import islice
@@ -233,8 +232,7 @@ def _is_plain(cls: type) -> bool:
         return False
     if cls.__getattribute__ is not object.__getattribute__:
         return False
-    descriptor = inspect.getattr_static(cls, "__dict__", None)
-    return type(descriptor) is types.GetSetDescriptorType and not issubclass(cls, _OPAQUE)
+    return _dict_getter(cls) is not None and not issubclass(cls, _OPAQUE)
 
 
 def format_part(kind: int, key: Any) -> str:
