@@ -2,40 +2,62 @@
 
 from __future__ import annotations
 
-from multiprocessing import queues, sharedctypes, synchronize
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-# (class, factory name users call, attributes holding SemLocks or composites)
-_TABLE: Tuple[Tuple[type, str, Tuple[str, ...]], ...] = (
-    (synchronize.Lock, "Lock", ()),
-    (synchronize.RLock, "RLock", ()),
-    (synchronize.BoundedSemaphore, "BoundedSemaphore", ()),
-    (synchronize.Semaphore, "Semaphore", ()),
-    (synchronize.SemLock, "SemLock", ()),
-    (
-        synchronize.Condition,
-        "Condition",
-        ("_lock", "_sleeping_count", "_woken_count", "_wait_semaphore"),
-    ),
-    (synchronize.Event, "Event", ("_cond", "_flag")),
-    (synchronize.Barrier, "Barrier", ("_cond",)),
-    (
-        queues.JoinableQueue,
-        "JoinableQueue",
-        ("_rlock", "_wlock", "_sem", "_unfinished_tasks", "_cond"),
-    ),
-    (queues.Queue, "Queue", ("_rlock", "_wlock", "_sem")),
-    (queues.SimpleQueue, "SimpleQueue", ("_rlock", "_wlock")),
-    (sharedctypes.SynchronizedArray, "Array", ("_lock",)),
-    (sharedctypes.SynchronizedString, "Array", ("_lock",)),
-    (sharedctypes.Synchronized, "Value", ("_lock",)),
-    (sharedctypes.SynchronizedBase, "Value", ("_lock",)),
-)
+_Entry = Tuple[str, Tuple[str, ...]]  # (factory name users call, attributes holding inner ones)
 
-TRACKED_TYPES: Tuple[type, ...] = tuple(cls for cls, _, _ in _TABLE)
-_Entry = Tuple[str, Tuple[str, ...]]
-_KNOWN = {cls: (name, attrs) for cls, name, attrs in _TABLE}
-_by_type: Dict[type, Optional[_Entry]] = dict(_KNOWN)
+# module -> (class name, factory name, attributes holding SemLocks or composites)
+_TABLE: Dict[str, Tuple[Tuple[str, str, Tuple[str, ...]], ...]] = {
+    "multiprocessing.synchronize": (
+        ("Lock", "Lock", ()),
+        ("RLock", "RLock", ()),
+        ("BoundedSemaphore", "BoundedSemaphore", ()),
+        ("Semaphore", "Semaphore", ()),
+        ("SemLock", "SemLock", ()),
+        ("Condition", "Condition", ("_lock", "_sleeping_count", "_woken_count", "_wait_semaphore")),
+        ("Event", "Event", ("_cond", "_flag")),
+        ("Barrier", "Barrier", ("_cond",)),
+    ),
+    "multiprocessing.queues": (
+        (
+            "JoinableQueue",
+            "JoinableQueue",
+            ("_rlock", "_wlock", "_sem", "_unfinished_tasks", "_cond"),
+        ),
+        ("Queue", "Queue", ("_rlock", "_wlock", "_sem")),
+        ("SimpleQueue", "SimpleQueue", ("_rlock", "_wlock")),
+    ),
+    "multiprocessing.sharedctypes": (
+        ("SynchronizedArray", "Array", ("_lock",)),
+        ("SynchronizedString", "Array", ("_lock",)),
+        ("Synchronized", "Value", ("_lock",)),
+        ("SynchronizedBase", "Value", ("_lock",)),
+    ),
+}
+
+# The tracked classes of the modules imported so far: no object of the others can exist,
+# and importing them to look would import ctypes into programs that never use it.
+_KNOWN: Dict[type, _Entry] = {}
+_by_type: Dict[type, Optional[_Entry]] = {}
+_unlearned = set(_TABLE)
+
+
+def _learn_imported() -> None:
+    """Add the classes of the modules imported since the last look."""
+    learned = False
+    for module_name in list(_unlearned):
+        module = sys.modules.get(module_name)
+        classes = [getattr(module, name, None) for name, _, _ in _TABLE[module_name]]
+        if module is None or None in classes:  # not imported, or still being imported
+            continue
+        for cls, (_, factory, attrs) in zip(classes, _TABLE[module_name]):
+            _KNOWN[cls] = (factory, attrs)  # type: ignore[index]
+        _unlearned.discard(module_name)
+        learned = True
+    if learned:
+        _by_type.clear()  # a class seen before as untracked may subclass one of these
+        _by_type.update(_KNOWN)
 
 
 _UNKNOWN: Any = object()
@@ -47,6 +69,8 @@ def _entry(obj: Any) -> Optional[_Entry]:
         return _by_type[cls]
     except KeyError:
         pass
+    if _unlearned:
+        _learn_imported()
     entry = next((_KNOWN[base] for base in cls.__mro__ if base in _KNOWN), None)
     if len(_by_type) < 10_000:
         _by_type[cls] = entry
@@ -91,11 +115,16 @@ def nested(obj: Any) -> List[Any]:
 
 def semlocks_of(obj: Any) -> List[Any]:
     """Every SemLock inside a tracked object, the object itself for a SemLock."""
+    synchronize = sys.modules.get("multiprocessing.synchronize")
+    if synchronize is None:  # then no SemLock exists
+        return []
     return [item for item in nested(obj) if isinstance(item, synchronize.SemLock)]
 
 
 def tracked_classes() -> List[type]:
     """Every tracked class, user subclasses included (they may appear at any time)."""
+    if _unlearned:
+        _learn_imported()
     found: List[type] = []
     seen = set()
     todo = list(_KNOWN)

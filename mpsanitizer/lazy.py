@@ -12,6 +12,8 @@ on. A child that only runs its target never pays more than the hook.
 import sys
 from _thread import RLock
 
+from . import imports
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from .config import Settings
 
 # module -> [(attribute path, kind)], kind: "method" (class attribute) or "function"
-_POINTS: "Dict[str, List[Tuple[str, str]]]" = {
+POINTS: "Dict[str, List[Tuple[str, str]]]" = {
     "multiprocessing.synchronize": [
         ("SemLock.__init__", "method"),
         ("Condition.__init__", "method"),
@@ -39,10 +41,9 @@ _POINTS: "Dict[str, List[Tuple[str, str]]]" = {
 _lock = RLock()
 _settings: "Optional[Settings]" = None
 _installed: "List[Tuple[Any, str, Any, Any]]" = []  # (owner, name, original, trampoline)
-_watcher: "Optional[_Watcher]" = None
 
 
-def _resolve(module: "Any", path: str) -> "Tuple[Any, str]":
+def resolve(module: "Any", path: str) -> "Tuple[Any, str]":
     owner_name, _, name = path.rpartition(".")
     return (getattr(module, owner_name) if owner_name else module), name
 
@@ -101,85 +102,36 @@ def unwrap(obj: "Any") -> "Any":
     return obj
 
 
-def _install(module_name: str, module: "Any") -> None:
+def _install(module: "Any") -> None:
+    """Put the trampolines on one imported module's patch points."""
     with _lock:
         if _settings is None:
             return
-        for path, kind in _POINTS[module_name]:
-            owner, name = _resolve(module, path)
+        for path, kind in POINTS[module.__name__]:
+            owner, name = resolve(module, path)
             original = unwrap(vars(owner)[name])
             stand_in = trampoline(owner, original, kind, fire)
             setattr(owner, name, stand_in)
             _installed.append((owner, name, original, stand_in))
 
 
-class _HookedLoader:
-    """Delegates to the real loader, then installs the module's trampolines."""
-
-    def __init__(self, loader: "Any", name: str) -> None:
-        self._loader = loader
-        self._name = name
-
-    def create_module(self, spec: "Any") -> "Any":
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: "Any") -> None:
-        module.__loader__ = module.__spec__.loader = self._loader
-        self._loader.exec_module(module)
-        try:
-            _install(self._name, module)
-        except Exception as exc:  # pragma: no cover - defensive
-            sys.stderr.write(
-                f"mpsanitizer: could not arm {self._name} ({exc}); running without it\n"
-            )
-
-    def __getattr__(self, name: str) -> "Any":
-        return getattr(self._loader, name)
-
-
-class _Watcher:
-    """Hooks the import of the multiprocessing modules that hold patch points."""
-
-    def find_spec(self, name: str, path: "Any" = None, target: "Any" = None) -> "Any":
-        if name not in _POINTS or name in sys.modules:
-            return None
-        spec = _path_finder().find_spec(name, path, target)
-        if spec is None or spec.loader is None:
-            return None
-        spec.loader = _HookedLoader(spec.loader, name)
-        return spec
-
-
-def _path_finder() -> "Any":
-    """The interpreter's own PathFinder, found without importing importlib."""
-    return next(f for f in sys.meta_path if getattr(f, "__name__", "") == "PathFinder")
-
-
 def arm(settings: "Settings") -> None:
     """Activate cheaply: trampolines now or at import, real patches at first use."""
-    global _settings, _watcher
+    global _settings
     with _lock:
         if _settings is not None:
             _settings = settings
             return
         _settings = settings
-        for module_name in _POINTS:
-            module = sys.modules.get(module_name)
-            if module is not None:
-                _install(module_name, module)
-        if len(_installed) < sum(map(len, _POINTS.values())):
-            _watcher = _Watcher()
-            sys.meta_path.insert(0, _watcher)
+    for module_name in POINTS:
+        imports.when_imported(module_name, _install)
 
 
 def disarm() -> "Optional[Settings]":
     """Remove the trampolines and the import hook; return the armed settings."""
-    global _settings, _watcher
+    global _settings
+    imports.forget(_install)
     with _lock:
-        if _watcher is not None:
-            if _watcher in sys.meta_path:
-                sys.meta_path.remove(_watcher)
-            _watcher = None
         while _installed:
             owner, name, original, stand_in = _installed.pop()
             point(stand_in, original)

@@ -25,37 +25,14 @@ _applied: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, replac
 # The start-time stand-ins, (owner, name, original, stand-in): other code may hold them
 # (a patch put over one, a saved reference put back), so they are pointed, not just removed.
 _stand_ins: List[Tuple[Any, str, Any, Any]] = []
+_patched: List[Any] = []  # the modules patched since enable()
 _settings: Optional[Settings] = None
 _checker: Optional[Any] = None  # made at the first process start
 _fork_hook_installed = False
 
 
-def _creation_table() -> List[Tuple[Any, str, Callable[[Callable], Callable]]]:
-    from multiprocessing import queues, sharedctypes, synchronize
-
-    from .hooks import composite_hook, semlock_hook
-
-    return [
-        (synchronize.SemLock, "__init__", semlock_hook),
-        (synchronize.Condition, "__init__", composite_hook),
-        (synchronize.Event, "__init__", composite_hook),
-        (synchronize.Barrier, "__init__", composite_hook),
-        (queues.Queue, "__init__", composite_hook),
-        (queues.JoinableQueue, "__init__", composite_hook),
-        (queues.SimpleQueue, "__init__", composite_hook),
-        (sharedctypes, "Value", composite_hook),
-        (sharedctypes, "Array", composite_hook),
-    ]
-
-
-def _start_table() -> List[Tuple[Any, str, str, str]]:
-    """(owner, name, kind, Checker method) of the two start-time interceptions."""
-    from multiprocessing import popen_fork, reduction
-
-    return [
-        (reduction, "dump", "function", "dump"),
-        (popen_fork.Popen, "_launch", "method", "fork_launch"),
-    ]
+# The start-time interceptions: attribute -> the Checker method that wraps it.
+_START_CHECKS = {"dump": "dump", "_launch": "fork_launch"}
 
 
 def _after_fork_in_child() -> None:
@@ -80,13 +57,15 @@ def _apply(owner: Any, name: str, make: Callable[[Any], Any]) -> Any:
 def enable(settings: Settings) -> None:
     """Apply the patches (or just take the new settings when already applied).
 
-    The creation hooks go on at once. The start-time interceptions are plain stand-ins
-    until the first process start, which imports wrapt (and, with it, asyncio: 50 to
-    70 ms) and the checking modules: a process that only creates primitives, such as
-    most spawned children that do anything with them, never pays for those.
+    Each multiprocessing module is patched now if the program has imported it, else
+    when it does: enabling imports none of them. The creation hooks go on with
+    their module. The start-time interceptions are plain stand-ins until the first
+    process start, which imports wrapt (and, with it, asyncio: 50 to 70 ms) and the
+    checking modules: a process that only creates primitives, such as most spawned
+    children that do anything with them, never pays for those.
     """
     global _settings, _fork_hook_installed
-    from . import lazy
+    from . import imports, lazy
 
     lazy.disarm()  # outside our lock: lazy.fire() takes its lock, then ours
     with _lock:
@@ -98,57 +77,95 @@ def enable(settings: Settings) -> None:
             if _checker is not None:
                 _checker.settings = settings
             return
-        try:
-            for owner, name, make_hook in _creation_table():
-                _apply(owner, name, make_hook)
-            for owner, name, kind, _ in _start_table():
-                stand_in = _apply(
-                    owner, name, lambda f, o=owner, k=kind: lazy.trampoline(o, f, k, _start_checks)
-                )
-                _stand_ins.append((owner, name, stand_in.__wrapped__, stand_in))
-        except BaseException:
-            _restore()
-            raise
         _settings = settings
         if not _fork_hook_installed:
             os.register_at_fork(after_in_child=_after_fork_in_child)
             _fork_hook_installed = True
+    for module_name in lazy.POINTS:  # outside our lock: an import may be under way
+        imports.when_imported(module_name, _patch_module)
+
+
+def _patch_module(module: Any) -> None:
+    """Put our hooks and stand-ins on one imported module (once per enable)."""
+    from . import lazy
+
+    with _lock:
+        if _settings is None or module in _patched:
+            return
+        _patched.append(module)
+        try:
+            for path, kind in lazy.POINTS[module.__name__]:
+                owner, name = lazy.resolve(module, path)
+                replacement = _apply(owner, name, _maker(path, owner, name, kind))
+                if lazy.is_stand_in(replacement):
+                    _stand_ins.append((owner, name, replacement.__wrapped__, replacement))
+        except Exception as exc:
+            _step_aside("instrumenting " + module.__name__, exc)
+
+
+def _maker(path: str, owner: Any, name: str, kind: str) -> Callable[[Callable], Any]:
+    """What makes the replacement of one patch point from its original."""
+    from . import lazy
+    from .hooks import composite_hook, semlock_hook
+
+    if name not in _START_CHECKS:
+        return semlock_hook if path == "SemLock.__init__" else composite_hook
+    if _checker is not None:  # a start happened: the interception itself
+        return lambda original: _start_wrapper(original, name)
+    return lambda original: lazy.trampoline(owner, original, kind, _start_checks)
+
+
+def _start_wrapper(original: Callable, name: str) -> Any:
+    import wrapt
+
+    return wrapt.FunctionWrapper(original, getattr(_checker, _START_CHECKS[name]))
 
 
 def _start_checks() -> None:
     """First process start: put the wrapt interceptions in place of their stand-ins."""
-    global _settings, _checker
+    global _checker
     from . import lazy
 
+    try:  # before our lock: these imports may wait for a module another thread imports
+        import wrapt  # noqa: F401
+
+        from .handoff import Checker
+    except Exception as exc:
+        with _lock:
+            _step_aside("preparing the start checks", exc)
+        return
     with _lock:
         if _settings is None or _checker is not None:
             return
         try:
-            import wrapt
-
-            from .handoff import Checker
-
-            checker = Checker(_settings)
-            wrappers = {name: getattr(checker, method) for _, name, _, method in _start_table()}
+            _checker = Checker(_settings)
             for owner, name, original, stand_in in _stand_ins:
-                wrapper = wrapt.FunctionWrapper(original, wrappers[name])
+                wrapper = _start_wrapper(original, name)
                 lazy.point(stand_in, wrapper)  # for other code that calls the stand-in
                 if vars(owner).get(name) is stand_in:
                     setattr(owner, name, wrapper)
                     _applied.append((owner, name, original, wrapper))
         except Exception as exc:
-            from .faults import report_fault
+            _step_aside("preparing the start checks", exc)
 
-            report_fault("preparing the start checks", exc)
-            _restore()  # step aside entirely: this start, and every later one, is native
-            _settings = None
-            return
-        _checker = checker
+
+def _step_aside(where: str, exc: BaseException) -> None:
+    """Our fault: say so in one line, and let this start and every later one be native."""
+    global _settings, _checker
+    from . import imports
+    from .faults import report_fault
+
+    report_fault(where, exc)
+    imports.forget(_patch_module)
+    _restore()
+    _settings = None
+    _checker = None
 
 
 def _restore() -> None:
     from . import lazy
 
+    del _patched[:]
     while _stand_ins:
         _, _, original, stand_in = _stand_ins.pop()
         lazy.point(stand_in, original)  # straight through, for whoever still calls it
@@ -161,9 +178,10 @@ def _restore() -> None:
 def disable() -> None:
     """Remove every patch: multiprocessing is exactly as CPython made it."""
     global _settings, _checker
-    from . import lazy
+    from . import imports, lazy
 
     lazy.disarm()
+    imports.forget(_patch_module)
     with _lock:
         _restore()
         _settings = None
