@@ -55,41 +55,57 @@ _STANDARD_ATTRIBUTES = _base_process_attributes()
 
 def process_kind(proc: Any) -> Tuple[str, Optional[Tuple[str, ...]]]:
     """Who started this process (Process, Pool, ProcessPoolExecutor, Manager)
-    and, for the latter three, the names of its target's positional arguments."""
-    target = getattr(proc, "_target", None)
-    module = getattr(target, "__module__", None)
-    via = _INTERNAL_TARGETS.get(module or "")
+    and, for the latter three, the names of its target's positional arguments.
+    Only functions and bound methods are looked into: reading anything else could
+    run the program's code (a ``__getattribute__``)."""
+    target = _instance_attributes(proc).get("_target")
+    kind = type(target)
+    func = target.__func__ if kind is types.MethodType else target
+    if type(func) is not types.FunctionType:
+        return "Process", None
+    via = _INTERNAL_TARGETS.get(func.__module__ or "")
     if via is None:
         return "Process", None
-    func = getattr(target, "__func__", target)
-    code = getattr(func, "__code__", None)
-    if code is None:
-        return via, None
+    code = func.__code__
     names = code.co_varnames[: code.co_argcount]
-    if type(target) is types.MethodType:
+    if kind is types.MethodType:
         names = names[1:]
     return via, tuple(names)
 
 
 def process_roots(proc: Any) -> Iterator[Tuple[str, Any]]:
-    """What the child receives, as (path, object) pairs."""
-    target = getattr(proc, "_target", None)
+    """What the child receives, as (path, object) pairs: read from the process's
+    ``__dict__`` and slots, as pickling reads them, running none of its code."""
+    attrs = _instance_attributes(proc)
+    target = attrs.get("_target")
     kind = type(target)
     if issubclass(kind, (types.MethodType, functools.partial)) or (
         target is not None and not issubclass(kind, _OPAQUE)
     ):
         yield "target", target
-    args = getattr(proc, "_args", ())
+    args = attrs.get("_args", ())
     _, names = process_kind(proc)
     if names:
-        for i, arg in enumerate(args):
+        for i, arg in enumerate(args if type(args) is tuple else ()):
             yield (names[i] if i < len(names) else f"args[{i}]"), arg
     else:
         yield "args", args
-    yield "kwargs", getattr(proc, "_kwargs", {})
-    for name, value in vars(proc).items():
+    yield "kwargs", attrs.get("_kwargs", {})
+    for name, value in attrs.items():
         if name not in _STANDARD_ATTRIBUTES:
             yield f"self.{name}", value
+    cls = type(proc)
+    for name, member in _slots(cls):
+        try:
+            yield f"self.{name}", member.__get__(proc, cls)
+        except AttributeError:  # an empty slot
+            continue
+
+
+def _instance_attributes(obj: Any) -> Dict[str, Any]:
+    get_dict = _dict_getter(type(obj))
+    attrs = get_dict(obj) if get_dict is not None else None
+    return attrs if type(attrs) is dict else {}
 
 
 # How a child hangs from its parent: kind and key, formatted only when a path is needed.
