@@ -24,7 +24,7 @@ from .faults import report_fault
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Callable, Dict, List, Optional
 
 ATTRIBUTE = "_mpsanitizer_origin"
 METHOD, PID, SERIAL, STACK = 0, 1, 2, 3  # STACK: where the raw stack starts
@@ -42,6 +42,7 @@ class _Tracker:
         # Records of objects not born in a fork context: while there are none, no fork
         # start can hand a child anything from another context, and its check is skipped.
         self.foreign = 0
+        self.on_first_foreign: Optional[Callable[[], None]] = None  # run at the next one
 
     def reset_after_fork(self) -> None:
         self.pid = os.getpid()
@@ -86,6 +87,8 @@ def start_method(ctx: Any) -> str:
     method = ctx.get_start_method()
     if method != "fork":
         tracker.foreign += 1
+        if tracker.on_first_foreign is not None:
+            tracker.on_first_foreign()
     return method
 
 

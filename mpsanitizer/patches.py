@@ -26,6 +26,7 @@ _applied: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, replac
 # (a patch put over one, a saved reference put back), so they are pointed, not just removed.
 _stand_ins: List[Tuple[Any, str, Any, Any]] = []
 _patched: List[Any] = []  # the modules patched since enable()
+_deferred: List[Tuple[Any, str, Any, Any]] = []  # stand-ins to check once a record is foreign
 _settings: Optional[Settings] = None
 _checker: Optional[Any] = None  # made at the first process start
 _fork_hook_installed = False
@@ -96,35 +97,28 @@ def _patch_module(module: Any) -> None:
         try:
             for path, kind in lazy.POINTS[module.__name__]:
                 owner, name = lazy.resolve(module, path)
-                replacement = _apply(owner, name, _maker(path, owner, name, kind))
+                replacement = _apply(owner, name, _maker(path, owner, kind))
                 if lazy.is_stand_in(replacement):
                     _stand_ins.append((owner, name, replacement.__wrapped__, replacement))
+                    if _checker is not None:  # a start happened: its check goes on at once
+                        _place_check(owner, name, replacement.__wrapped__, replacement)
         except Exception as exc:
             _step_aside("instrumenting " + module.__name__, exc)
 
 
-def _maker(path: str, owner: Any, name: str, kind: str) -> Callable[[Callable], Any]:
+def _maker(path: str, owner: Any, kind: str) -> Callable[[Callable], Any]:
     """What makes the replacement of one patch point from its original."""
     from . import lazy
     from .hooks import composite_hook, semlock_hook
 
-    if name not in _START_CHECKS:
+    if path.rpartition(".")[2] not in _START_CHECKS:
         return semlock_hook if path == "SemLock.__init__" else composite_hook
-    if _checker is not None:  # a start happened: the interception itself
-        return lambda original: _start_wrapper(original, name)
     return lambda original: lazy.trampoline(owner, original, kind, _start_checks)
-
-
-def _start_wrapper(original: Callable, name: str) -> Any:
-    import wrapt
-
-    return wrapt.FunctionWrapper(original, getattr(_checker, _START_CHECKS[name]))
 
 
 def _start_checks() -> None:
     """First process start: put the wrapt interceptions in place of their stand-ins."""
     global _checker
-    from . import lazy
 
     try:  # before our lock: these imports may wait for a module another thread imports
         import wrapt  # noqa: F401
@@ -140,13 +134,50 @@ def _start_checks() -> None:
         try:
             _checker = Checker(_settings)
             for owner, name, original, stand_in in _stand_ins:
-                wrapper = _start_wrapper(original, name)
-                lazy.point(stand_in, wrapper)  # for other code that calls the stand-in
-                if vars(owner).get(name) is stand_in:
-                    setattr(owner, name, wrapper)
-                    _applied.append((owner, name, original, wrapper))
+                _place_check(owner, name, original, stand_in)
         except Exception as exc:
             _step_aside("preparing the start checks", exc)
+
+
+def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> None:
+    """Put the wrapt interception of one start-time point in place of its stand-in.
+
+    fork's ``Popen._launch`` gets the original instead while the process holds nothing
+    born outside fork, the only kind a fork child can be handed wrongly: until then a
+    fork start is exactly native (a wrapper alone costs 40 to 60 µs in a real fork start,
+    in copy-on-write faults). The first such record puts the interception on."""
+    import wrapt
+
+    from . import lazy
+    from .origins import tracker
+
+    if name == "_launch" and not tracker.foreign:
+        lazy.point(stand_in, original)
+        if vars(owner).get(name) is stand_in:
+            setattr(owner, name, original)
+        _deferred.append((owner, name, original, stand_in))
+        tracker.on_first_foreign = _place_deferred
+        if not tracker.foreign:  # else one was made meanwhile, maybe before the line above
+            return
+        _deferred.pop()
+    wrapper = wrapt.FunctionWrapper(original, getattr(_checker, _START_CHECKS[name]))
+    lazy.point(stand_in, wrapper)  # for other code that calls the stand-in
+    if vars(owner).get(name) in (stand_in, original):
+        setattr(owner, name, wrapper)
+        _applied.append((owner, name, original, wrapper))
+
+
+def _place_deferred() -> None:
+    """The first record born outside fork: fork starts are checked from now on."""
+    from .origins import tracker
+
+    with _lock:
+        tracker.on_first_foreign = None
+        try:
+            while _deferred and _checker is not None:
+                _place_check(*_deferred.pop())
+        except Exception as exc:
+            _step_aside("preparing the fork start check", exc)
 
 
 def _step_aside(where: str, exc: BaseException) -> None:
@@ -164,8 +195,11 @@ def _step_aside(where: str, exc: BaseException) -> None:
 
 def _restore() -> None:
     from . import lazy
+    from .origins import tracker
 
     del _patched[:]
+    del _deferred[:]
+    tracker.on_first_foreign = None
     while _stand_ins:
         _, _, original, stand_in = _stand_ins.pop()
         lazy.point(stand_in, original)  # straight through, for whoever still calls it

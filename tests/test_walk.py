@@ -138,6 +138,43 @@ def test_process_subclass_attributes_are_checked_whatever_their_name(name) -> No
     assert [f.path for f in info.value.findings] == [f"self.{name}"]
 
 
+class SlottedWorker(Worker):
+    __slots__ = ("lock",)
+
+
+def test_slots_of_a_process_subclass_are_checked() -> None:
+    worker = SlottedWorker(FORK)
+    worker.lock = SPAWN.Lock()
+    with pytest.warns(ContextMixingWarning, match=r"Lock at self\.lock\b"):
+        assert start(worker) == 0
+    worker = SlottedWorker(SPAWN)
+    worker.lock = FORK.Lock()
+    with pytest.raises(ContextMismatchError) as info:
+        worker.start()
+    assert [f.path for f in info.value.findings] == ["self.lock"]
+
+
+class LoudTarget:
+    """A callable target that logs every attribute read of its own."""
+
+    def __getattribute__(self, name):
+        CALLS.append(f"LoudTarget.{name}")
+        return object.__getattribute__(self, name)
+
+    def __call__(self) -> None:
+        pass
+
+
+def test_a_fork_start_reads_nothing_of_a_callable_target() -> None:
+    SPAWN.Lock()  # born outside fork: fork starts are checked
+    with pytest.warns(ContextMixingWarning, match="Lock at target.lock"):
+        target = LoudTarget()
+        object.__setattr__(target, "lock", SPAWN.Lock())
+        del CALLS[:]
+        assert start(FORK.Process(target=target)) == 0
+    assert [call for call in CALLS if not call.endswith("__call__")] == []
+
+
 _HIDDEN = {}
 
 
@@ -197,3 +234,41 @@ def test_offenders_are_not_kept_alive_by_a_caught_error() -> None:
         assert info.value.findings
     finally:
         gc.enable()
+
+
+STAY_NATIVE = """
+import multiprocessing, warnings
+from multiprocessing import popen_fork
+import mpsanitizer
+from mpsanitizer import lazy
+
+def noop(*args):
+    pass
+
+mpsanitizer.enable()
+fork, spawn = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
+native = lazy.unwrap(popen_fork.Popen.__dict__["_launch"])
+proc = fork.Process(target=noop, args=(fork.Lock(),))
+proc.start()
+proc.join()
+print(popen_fork.Popen.__dict__["_launch"] is native)  # nothing can be wrong yet
+lock = spawn.Lock()  # from now on a fork child can be handed the wrong kind
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    proc = fork.Process(target=noop, args=(lock,))
+    proc.start()
+    proc.join()
+print([type(w.message).__name__ for w in caught], proc.exitcode)
+"""
+
+
+def test_fork_starts_stay_native_until_a_primitive_is_born_outside_fork(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "prog.py").write_text(STAY_NATIVE)
+    result = subprocess.run(
+        [sys.executable, "prog.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True\n['ContextMixingWarning'] 0\n"
