@@ -276,11 +276,21 @@ def exit_by_sigint_if_interrupted() -> None:
     own handlers and multiprocessing's cleanup: CPython re-raises SIGINT at the very end."""
     if not _interrupted:
         return
+    _flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def exit_now(status: int) -> None:
+    """Exit with ``status`` from the last atexit handler, where SystemExit is ignored."""
+    _flush()
+    os._exit(status)
+
+
+def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
 
 
 stacks.STOP_CODES[id(run.__code__)] = run.__code__

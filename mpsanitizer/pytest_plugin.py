@@ -102,8 +102,22 @@ def _resolve(config: pytest.Config) -> Tuple[Optional[Settings], str]:
     return None, ""
 
 
+def _give_back_a_swallowed_argument(config: pytest.Config, args: List[str]) -> None:
+    """``pytest --mpsanitize tests/``: the optional value took the test path. Not a mode,
+    so it is given back to pytest, which parses ``args`` again for the session."""
+    value = config.known_args_namespace.mpsanitize
+    if value is None or value.strip().lower() in options.ON or value.strip().lower() in options.OFF:
+        return
+    for i in range(len(args) - 1):
+        if args[i] == "--mpsanitize" and args[i + 1] == value:
+            args[i] = "--mpsanitize=error"
+            config.known_args_namespace.mpsanitize = "error"
+            return
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+def pytest_load_initial_conftests(early_config: pytest.Config, args: List[str]) -> None:
+    _give_back_a_swallowed_argument(early_config, args)
     try:
         settings, source = _resolve(early_config)
     except ValueError as exc:

@@ -17,6 +17,7 @@ from .program import (
     NotCompiled,
     UsageError,
     exit_by_sigint_if_interrupted,
+    exit_now,
     prepare,
     report,
     rerun_natively,
@@ -75,8 +76,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         cli, fail_on_warning, kind, target, args = parse(
             list(sys.argv[1:] if argv is None else argv)
         )
-        settings = options.settings_from(
-            options.parse_pairs(os.environ.get(options.OPTIONS, "")), cli
+        settings = options.settings_from(  # command line > MPSANITIZE > MPSANITIZE_OPTIONS
+            options.parse_pairs(os.environ.get(options.OPTIONS, "")),
+            options.toggle_value(os.environ) or {},  # off: running the runner says on
+            cli,
         )
         code, module = prepare(kind, target, args)
     except (UsageError, ValueError) as exc:
@@ -100,17 +103,30 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     os.environ.update(options.to_environment(settings))
     lazy.arm(settings)
-    atexit.register(exit_by_sigint_if_interrupted)  # first registered: runs last
+    finish = _Finish(fail_on_warning)
+    atexit.register(finish)  # first registered: runs last
     try:
-        status = run(code, module)
+        finish.status = run(code, module)
     except SystemExit as exc:
-        status = exc.code  # type: ignore[assignment]
-    handoff = sys.modules.get("mpsanitizer.handoff")
-    findings = handoff.seen_findings() if handoff is not None else []
-    if findings:
-        from .findings import summarize
+        finish.status = exc.code  # type: ignore[assignment]
+    return finish.status  # type: ignore[return-value]
 
-        say(f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}")
-        if fail_on_warning and status in (0, None):
-            status = EXIT_WARNINGS
-    return status  # type: ignore[return-value]
+
+class _Finish:
+    """The end of the run, once the program's threads and atexit handlers are done (a
+    process they start is checked too): the summary line, ``--fail-on-warning``, SIGINT."""
+
+    def __init__(self, fail_on_warning: bool) -> None:
+        self.fail_on_warning = fail_on_warning
+        self.status: object = None
+
+    def __call__(self) -> None:
+        handoff = sys.modules.get("mpsanitizer.handoff")
+        findings = handoff.seen_findings() if handoff is not None else []
+        if findings:
+            from .findings import summarize
+
+            say(f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}")
+            if self.fail_on_warning and self.status in (0, None):
+                exit_now(EXIT_WARNINGS)
+        exit_by_sigint_if_interrupted()

@@ -133,6 +133,16 @@ def test_command_line_beats_environment(suite, monkeypatch) -> None:
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.parametrize("value", [None, "warn"])
+def test_a_test_path_after_the_bare_option_stays_a_test_path(suite, monkeypatch, value) -> None:
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    option = ["--mpsanitize"] + ([value] if value else [])
+    result = suite.runpytest_subprocess(*option, "test_suite.py", "-k", "swallowed")
+    on = f"mpsanitizer: mode={value or 'error'} strict=False stack_depth=8 (from --mpsanitize)"
+    assert on in result.outlines
+    result.assert_outcomes(failed=1)  # test_suite.py ran, and its finding fails the test
+
+
 ERROR_TYPE = """
 import multiprocessing
 from helpers import touch

@@ -210,6 +210,55 @@ def test_fail_on_warning(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("toggle", "args", "expected"),
+    [
+        ("warn", [], "warn False"),
+        ("strict", [], "error True"),
+        ("warn", ["--mode", "error"], "error False"),
+        ("0", [], "error False"),
+    ],
+)
+def test_the_environment_toggle_counts_under_the_runner(tmp_path, toggle, args, expected) -> None:
+    (tmp_path / "show.py").write_text(
+        "import mpsanitizer\ns = mpsanitizer.settings()\nprint(s.mode, s.strict)\n"
+    )
+    result = python(["-m", "mpsanitizer", *args, "show.py"], tmp_path, {"MPSANITIZE": toggle})
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected + "\n", "")
+
+
+LATE_START = """
+import atexit, multiprocessing, sys, threading, time
+
+FORK, SPAWN = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
+
+def start(lock):
+    time.sleep(0.2)  # after the script's body has returned
+    try:
+        SPAWN.Process(target=print, args=(lock,)).start()
+    except RuntimeError as exc:  # raised before any child exists
+        print(type(exc).__name__, flush=True)
+
+if __name__ == "__main__":
+    lock = FORK.Lock()
+    if sys.argv[1] == "thread":
+        threading.Thread(target=start, args=(lock,)).start()
+    else:
+        atexit.register(start, lock)
+"""
+
+
+@pytest.mark.parametrize("when", ["thread", "atexit"])
+def test_findings_after_the_scripts_body_count_too(tmp_path: Path, when: str) -> None:
+    (tmp_path / "late.py").write_text(LATE_START)
+    result = python(["-m", "mpsanitizer", "--fail-on-warning", "late.py", when], tmp_path)
+    assert (result.returncode, result.stdout) == (3, "ContextMismatchError\n"), result.stderr
+    assert re.fullmatch(
+        r"mpsanitizer: findings in process \d+: 1 context-mismatch",
+        result.stderr.rstrip().splitlines()[-1],
+    )
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         (["missing.py"], "mpsanitizer: error: can't open file 'missing.py': no such file"),
