@@ -44,7 +44,7 @@ def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.versio
     elif via == "ProcessPoolExecutor":
         outcome = "the worker would die with SIGSEGV and the executor would raise BrokenProcessPool"
     else:
-        outcome = "the child would die with SIGSEGV (exit code -11)"
+        outcome = "the child would die with SIGSEGV (exit code -11) when it uses the object"
     return f"Without mpsanitizer, on CPython {v} {outcome}; CPython checks nothing before 3.11.5."
 
 
