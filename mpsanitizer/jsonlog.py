@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
-from typing import Iterable
+from typing import Any, Dict, Iterable, List
 
 from .findings import Finding
 
@@ -38,3 +39,28 @@ def write(prefix: str, findings: Iterable[Finding]) -> None:
             handle.write(lines)
     except Exception as exc:
         sys.stderr.write(f"mpsanitizer: could not write findings to {path} ({exc})\n")
+
+
+class Reader:
+    """Reads the records that the processes of one log prefix append, each one once."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.offsets: Dict[str, int] = {}
+
+    def mark(self) -> None:
+        """Remember how far every log file has been read."""
+        for path in glob.glob(glob.escape(self.prefix) + ".*"):
+            self.offsets[path] = os.path.getsize(path)
+
+    def new_records(self) -> List[Dict[str, Any]]:
+        records = []
+        for path in sorted(glob.glob(glob.escape(self.prefix) + ".*")):
+            start = self.offsets.get(path, 0)
+            with open(path, encoding="utf-8") as handle:
+                handle.seek(start)
+                data = handle.read()
+            complete = data[: data.rfind("\n") + 1]
+            self.offsets[path] = start + len(complete.encode("utf-8"))
+            records.extend(json.loads(line) for line in complete.splitlines() if line.strip())
+        return records

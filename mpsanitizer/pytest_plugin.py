@@ -11,8 +11,6 @@ Warnings from other processes are re-emitted here, into pytest's summary.
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +19,7 @@ from typing import Any, Dict, Generator, List, Optional, Tuple
 
 import pytest
 
-from . import options
+from . import jsonlog, options
 from .config import Settings
 
 MARKER = "no_mpsanitize"
@@ -36,29 +34,14 @@ class _Session:
         self.settings = settings
         self.source = source
         self.own_dir = own_dir
-        self.offsets: Dict[str, int] = {}
-
-    @property
-    def prefix(self) -> str:
-        assert self.settings.log_path
-        return self.settings.log_path
+        self._reader = jsonlog.Reader(settings.log_path or "")
 
     def mark(self) -> None:
         """Remember how far every log file has been read."""
-        for path in glob.glob(glob.escape(self.prefix) + ".*"):
-            self.offsets[path] = os.path.getsize(path)
+        self._reader.mark()
 
     def new_records(self) -> List[Dict[str, Any]]:
-        records = []
-        for path in sorted(glob.glob(glob.escape(self.prefix) + ".*")):
-            start = self.offsets.get(path, 0)
-            with open(path, encoding="utf-8") as handle:
-                handle.seek(start)
-                data = handle.read()
-            complete = data[: data.rfind("\n") + 1]
-            self.offsets[path] = start + len(complete.encode("utf-8"))
-            records.extend(json.loads(line) for line in complete.splitlines() if line.strip())
-        return records
+        return self._reader.new_records()
 
 
 _KEY = pytest.StashKey[Optional[_Session]]()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import options
+from .config import Settings
 from .program import (
     NotCompiled,
     UsageError,
@@ -101,9 +102,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     from . import lazy
 
+    finish = _Finish(fail_on_warning)
+    if fail_on_warning:
+        settings = finish.read_logs(settings)
     os.environ.update(options.to_environment(settings))
     lazy.arm(settings)
-    finish = _Finish(fail_on_warning)
     atexit.register(finish)  # first registered: runs last
     try:
         finish.status = run(code, module)
@@ -119,14 +122,51 @@ class _Finish:
     def __init__(self, fail_on_warning: bool) -> None:
         self.fail_on_warning = fail_on_warning
         self.status: object = None
+        self.reader: Optional[Any] = None
+        self.own_dir: Optional[str] = None
+        self.pid = os.getpid()  # a child of a bare os.fork() runs atexit too: not its business
+
+    def read_logs(self, settings: Settings) -> Settings:
+        """Have every process of the tree log its findings where this one reads them: the
+        user's log prefix, or a directory of our own (removed at the end)."""
+        from . import jsonlog
+
+        if not settings.log_path:
+            import tempfile
+
+            self.own_dir = tempfile.mkdtemp(prefix="mpsanitizer-")
+            path = os.path.join(self.own_dir, "findings")
+            settings = Settings(settings.mode, settings.strict, settings.stack_depth, path)
+        self.reader = jsonlog.Reader(settings.log_path or "")
+        self.reader.mark()  # what earlier runs left under the user's prefix is not ours
+        return settings
 
     def __call__(self) -> None:
+        from .findings import summarize
+
         handoff = sys.modules.get("mpsanitizer.handoff")
         findings = handoff.seen_findings() if handoff is not None else []
         if findings:
-            from .findings import summarize
-
             say(f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}")
-            if self.fail_on_warning and self.status in (0, None):
-                exit_now(EXIT_WARNINGS)
+        children = self._children_findings()
+        if children:
+            say(f"mpsanitizer: findings in its child processes: {summarize(children)}")
+        if (findings or children) and self.fail_on_warning and self.status in (0, None):
+            exit_now(EXIT_WARNINGS)
         exit_by_sigint_if_interrupted()
+
+    def _children_findings(self) -> List[Any]:
+        from .findings import Finding
+
+        if self.reader is None or os.getpid() != self.pid:
+            return []
+        try:
+            records = self.reader.new_records()
+        except (OSError, ValueError) as exc:
+            say(f"mpsanitizer: could not read the child processes' findings ({exc})")
+            records = []
+        if self.own_dir:
+            import shutil
+
+            shutil.rmtree(self.own_dir, ignore_errors=True)
+        return [Finding.from_dict(r) for r in records if r.get("pid") != os.getpid()]

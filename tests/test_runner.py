@@ -226,6 +226,43 @@ def test_the_environment_toggle_counts_under_the_runner(tmp_path, toggle, args, 
     assert (result.returncode, result.stdout, result.stderr) == (0, expected + "\n", "")
 
 
+IN_A_CHILD = """
+import multiprocessing
+
+def grandchild(lock):
+    pass
+
+def child():
+    lock = multiprocessing.get_context("spawn").Lock()
+    proc = multiprocessing.get_context("fork").Process(target=grandchild, args=(lock,))
+    proc.start()
+    proc.join()
+
+if __name__ == "__main__":
+    proc = multiprocessing.get_context("spawn").Process(target=child)
+    proc.start()
+    proc.join()
+    print("exit", proc.exitcode)
+"""
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_fail_on_warning_counts_the_child_processes_findings(tmp_path: Path, log: bool) -> None:
+    (tmp_path / "tree.py").write_text(IN_A_CHILD)
+    (tmp_path / "logs.1").write_text('{"left": "by an earlier run"}\n')
+    args = ["--log-path", str(tmp_path / "logs")] if log else []
+    (tmp_path / "tmp").mkdir()
+    result = python(
+        ["-m", "mpsanitizer", "--fail-on-warning", *args, "tree.py"],
+        tmp_path,
+        {"TMPDIR": str(tmp_path / "tmp")},
+    )
+    assert (result.returncode, result.stdout) == (3, "exit 0\n"), result.stderr
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert last == "mpsanitizer: findings in its child processes: 1 context-mixing"
+    assert list((tmp_path / "tmp").iterdir()) == []  # our own log directory is gone
+
+
 LATE_START = """
 import atexit, multiprocessing, sys, threading, time
 
