@@ -676,3 +676,14 @@ def test_a_package_module_that_fails_to_load_shows_no_runner_frames(
 def test_an_error_in_code_shows_what_python_shows(tmp_path: Path, code: str) -> None:
     # 3.13 shows the -c source lines in tracebacks, earlier versions show none
     same_as_python(["-c", code], tmp_path)
+
+
+@pytest.mark.parametrize("body", ["print('done')\n", "raise KeyError(1)\n"])
+def test_dash_i_gives_the_prompt_as_python_does(tmp_path: Path, body: str) -> None:
+    (tmp_path / "app.py").write_text(body)
+    stdin = "import sys\nprint(type(getattr(sys, 'last_value', None)).__name__)\n"
+    native = python(["-i", "app.py"], tmp_path, stdin=stdin)
+    sanitized = python(["-i", "-m", "mpsanitizer", "app.py"], tmp_path, stdin=stdin)
+    assert (sanitized.returncode, sanitized.stdout, sanitized.stderr) == (
+        native.returncode, native.stdout, native.stderr,
+    )  # fmt: skip
