@@ -16,9 +16,12 @@ import os
 import signal
 import sys
 import types
-from typing import List, Optional, Tuple
 
 from . import stacks
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the program may have a typing.py of its own: python would not import ours
+    from typing import List, Optional, Tuple
 
 
 class UsageError(Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
 
 from . import options
 from .config import Settings
@@ -25,6 +24,10 @@ from .program import (
     run,
     say,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the program may have a typing.py of its own: python would not import ours
+    from typing import Any, Dict, List, Optional, Tuple
 
 USAGE = (
     "usage: python -m mpsanitizer [--mode error|warn] [--strict] [--stack-depth N]\n"
@@ -142,22 +145,29 @@ class _Finish:
         return settings
 
     def __call__(self) -> None:
-        from .findings import summarize
-
-        handoff = sys.modules.get("mpsanitizer.handoff")
-        findings = handoff.seen_findings() if handoff is not None else []
-        if findings:
-            say(f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}")
-        children = self._children_findings()
-        if children:
-            say(f"mpsanitizer: findings in its child processes: {summarize(children)}")
-        if (findings or children) and self.fail_on_warning and self.status in (0, None):
+        try:
+            found = self._summary()
+        except Exception as exc:  # our fault: one line, and the exit status is the program's
+            say(f"mpsanitizer: internal error while summing up ({type(exc).__name__}: {exc})")
+            found = False
+        if found and self.fail_on_warning and self.status in (0, None):
             exit_now(EXIT_WARNINGS)
         exit_by_sigint_if_interrupted()
 
-    def _children_findings(self) -> List[Any]:
-        from .findings import Finding
+    def _summary(self) -> bool:
+        """Say what was found, here and in the child processes; True if anything was."""
+        handoff = sys.modules.get("mpsanitizer.handoff")
+        findings = handoff.seen_findings() if handoff is not None else []
+        children = self._children_findings()
+        if findings or children:
+            from .findings import summarize
+        if findings:
+            say(f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}")
+        if children:
+            say(f"mpsanitizer: findings in its child processes: {summarize(children)}")
+        return bool(findings or children)
 
+    def _children_findings(self) -> List[Any]:
         if self.reader is None or os.getpid() != self.pid:
             return []
         try:
@@ -169,4 +179,8 @@ class _Finish:
             import shutil
 
             shutil.rmtree(self.own_dir, ignore_errors=True)
+        if not records:
+            return []
+        from .findings import Finding
+
         return [Finding.from_dict(r) for r in records if r.get("pid") != os.getpid()]

@@ -687,3 +687,14 @@ def test_dash_i_gives_the_prompt_as_python_does(tmp_path: Path, body: str) -> No
     assert (sanitized.returncode, sanitized.stdout, sanitized.stderr) == (
         native.returncode, native.stdout, native.stderr,
     )  # fmt: skip
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="3.9's runpy imports typing itself")
+def test_a_module_of_the_programs_own_named_typing_is_the_one_imported(tmp_path: Path) -> None:
+    # In a directory of its own: `python -m` puts the working directory first on sys.path
+    # while runpy still imports (on 3.9, typing), natively too.
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "typing.py").write_text("print('local typing')\n")
+    (tmp_path / "app" / "main.py").write_text("import typing\nprint(typing.__file__)\n")
+    result = same_as_python(["app/main.py"], tmp_path)
+    assert result.stdout.splitlines()[0] == "local typing"
