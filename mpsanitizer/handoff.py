@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import sys
 from multiprocessing import context, process, reduction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -58,7 +59,7 @@ class _Scanning:
 
     def _reduce_tracked(self, native: Optional[Callable], obj: Any) -> Any:
         try:
-            if self._note(obj):
+            if not _reduces_itself(type(obj), native) and self._note(obj):
                 return int, ()
         except Exception as exc:
             self.fault = exc
@@ -82,6 +83,32 @@ class _Scanning:
             return False
         self.hits.append((obj, verdict, None))
         return self.elide and verdict.severity == "error"
+
+
+_REDUCTIONS = ("__reduce__", "__reduce_ex__", "__getstate__")
+_self_reducing: Dict[type, bool] = {}
+
+
+def _reduces_itself(cls: type, native: Optional[Callable]) -> bool:
+    """A composite (a Queue, an Event...) whose class pickles it its own way: by a reducer
+    registered for it, or a ``__reduce__``/``__getstate__`` below multiprocessing's class.
+    What it holds is not what the child gets: its inner SemLocks are judged if and when
+    they are pickled. A SemLock itself is always judged."""
+    try:
+        return _self_reducing[cls]
+    except KeyError:
+        pass
+    synchronize = sys.modules.get("multiprocessing.synchronize")
+    own = False
+    if synchronize is None or not issubclass(cls, synchronize.SemLock):
+        own = native is not None
+        for klass in cls.__mro__:
+            if klass.__module__.startswith("multiprocessing."):
+                break
+            own = own or any(name in vars(klass) for name in _REDUCTIONS)
+    if len(_self_reducing) < 10_000:
+        _self_reducing[cls] = own
+    return own
 
 
 _scanning_classes: Dict[type, type] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import gc
 import multiprocessing
+import multiprocessing.queues
 import re
 import weakref
 from typing import List
@@ -272,3 +273,37 @@ def test_fork_starts_stay_native_until_a_primitive_is_born_outside_fork(tmp_path
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "True\n['ContextMixingWarning'] 0\n"
+
+
+class NamedQueue(multiprocessing.queues.Queue):
+    """Pickles as its name: what the child gets holds no semaphore."""
+
+    def __init__(self, name, ctx) -> None:
+        super().__init__(ctx=ctx)
+        self.name = name
+
+    def __reduce__(self):
+        return str, (self.name,)
+
+
+class StateQueue(multiprocessing.queues.Queue):
+    """Its own __getstate__, which still sends the locks."""
+
+    def __getstate__(self):
+        return super().__getstate__()
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_subclass_that_pickles_itself_is_judged_by_what_it_sends(method) -> None:
+    ctx = multiprocessing.get_context(method)
+    assert start(ctx.Process(target=h.noop, args=(NamedQueue("jobs", FORK),))) == 0
+    with pytest.raises(ContextMismatchError) as info:
+        ctx.Process(target=h.noop, args=(StateQueue(ctx=FORK),)).start()
+    assert [f.path for f in info.value.findings] == [
+        "args[0]._rlock",
+        "args[0]._wlock",
+        "args[0]._sem",
+    ]
