@@ -11,14 +11,16 @@ from __future__ import annotations
 import functools
 import pickle
 import sys
+import threading
 from multiprocessing import context, process, reduction
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import jsonlog, kinds, origins, stacks, walk
 from .config import Settings
 from .errors import ContextMismatchError, warn
 from .faults import report_fault
-from .findings import Finding, Verdict, judge
+from .findings import MISMATCH, Finding, Verdict, judge
+from .report import STANDARD_METHODS
 
 Hit = Tuple[Any, Verdict, Optional[str]]
 
@@ -169,9 +171,25 @@ class Checker:
         popen = context.get_spawning_popen()
         if popen is None or not isinstance(obj, process.BaseProcess):
             return wrapped(*args, **kwargs)
-        error = self._checked_dump(wrapped, popen, *args, **kwargs)
+        thread = threading.get_ident()
+        _dumping[thread] = popen
+        try:
+            error = self._checked_dump(wrapped, popen, *args, **kwargs)
+        finally:
+            _dumping.pop(thread, None)
         if error is not None:
             raise error
+
+    def semlock_getstate(self, wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
+        """``SemLock.__getstate__``: a SemLock pickled for a process start by some other
+        pickling than ``reduction.dump``'s: a library's own Popen (loky's, with
+        cloudpickle) or Process class. Every pickler ends here for a SemLock."""
+        popen = context.get_spawning_popen()
+        if popen is not None and _dumping.get(threading.get_ident()) is not popen:
+            error = self._check_pickled_semlock(instance, popen)
+            if error is not None:
+                raise error
+        return wrapped(*args, **kwargs)
 
     # -- checks -------------------------------------------------------------
 
@@ -202,6 +220,29 @@ class Checker:
             report_fault("scanning a process's arguments", pickler.fault)
         return self._deliver(self._safe_findings(obj, target, pickler.hits))
 
+    def _check_pickled_semlock(self, lock: Any, popen: Any) -> Optional[BaseException]:
+        """Judge a SemLock some other pickling sends to a child; on a finding, judge
+        everything that start sends, so that one report names every offender."""
+        target = getattr(popen, "method", None) or "spawn"
+        try:
+            if not _reportable(judge(lock, target), target):
+                return None
+            proc = _starting_process()
+            hits: List[Hit] = []
+            if proc is not None:
+                roots = walk.process_roots(proc)
+                for obj in walk.tracked_objects(roots, kinds.is_tracked, 10_000, 1000):
+                    verdict = judge(obj, target)
+                    if _reportable(verdict, target):
+                        hits.append((obj, verdict, None))  # type: ignore[arg-type]
+            if not any(lock in kinds.nested(obj) for obj, _, _ in hits):
+                hits.append((lock, judge(lock, target), None))  # type: ignore[arg-type]
+            findings = self._findings(proc, target, hits, popen)
+        except Exception as exc:
+            report_fault("checking a pickled SemLock", exc)
+            return None
+        return self._deliver(findings)
+
     def _walk_fork(self, proc: Any) -> List[Hit]:
         found = walk.tracked_objects(
             walk.process_roots(proc), kinds.is_tracked, FORK_WALK_BUDGET, FORK_WALK_PER_CONTAINER
@@ -220,13 +261,19 @@ class Checker:
             report_fault("building a report", exc)
             return []
 
-    def _findings(self, proc: Any, target: str, hits: List[Hit]) -> List[Finding]:
+    def _findings(
+        self, proc: Any, target: str, hits: List[Hit], popen: Any = None
+    ) -> List[Finding]:
+        """``proc``: the process object, None when it could not be found (then ``popen``
+        names what pickled the objects)."""
         if not hits:
             return []
         missing = {id(obj): obj for obj, _, path in hits if path is None}
-        paths = walk.locate(proc, missing) if missing else {}
-        via, _ = walk.process_kind(proc)
-        started = stacks.resolve(stacks.capture(self.settings.stack_depth))
+        paths = walk.locate(proc, missing) if missing and proc is not None else {}
+        unplaced = f"(inside what {type(popen).__module__}.{type(popen).__qualname__} pickles)"
+        unplaced = "(inside the pickled process object)" if proc is not None else unplaced
+        via, _ = walk.process_kind(proc) if proc is not None else ("Process", None)
+        started = stacks.resolve(stacks.capture(self.settings.stack_depth, _start_call_depth()))
         findings = []
         for obj, verdict, path in hits:
             severity = verdict.severity
@@ -240,14 +287,14 @@ class Checker:
                     severity=severity,
                     object_type=kinds.display_name(obj),
                     factory=kinds.factory_name(obj),
-                    path=path or paths.get(id(obj), "(inside the pickled process object)"),
+                    path=path or paths.get(id(obj), unplaced),
                     origin=verdict.origin_method,
                     target=target,
                     created_at=stacks.resolve(origin[origins.STACK :]) if origin else [],
                     started_at=started,
                     creator_pid=origin[origins.PID] if origin else None,
                     process_name=getattr(proc, "_name", "") or "",
-                    process_class=type(proc).__name__,
+                    process_class=type(proc if proc is not None else popen).__name__,
                     via=via,
                     identity=identity,
                 )
@@ -292,3 +339,44 @@ class Checker:
             self._warned[(*handoff, site)] = None
             self._warned[handoff] = None
         return True
+
+
+# Per thread, the popen whose start ``Checker.dump`` is pickling: its SemLocks are judged
+# by the scanning pickler, not again by ``Checker.semlock_getstate``.
+_dumping: Dict[int, Any] = {}
+
+
+def _reportable(verdict: Optional[Verdict], target: str) -> bool:
+    """For a library's own start method ("loky") only what cannot work is reported: its
+    contexts are not multiprocessing's, so mixing with them means nothing."""
+    return verdict is not None and (target in STANDARD_METHODS or verdict.kind == MISMATCH)
+
+
+def _start_frames() -> Iterator[Tuple[int, Any]]:
+    """(depth, frame) of each ``BaseProcess.start`` running in this thread, innermost
+    first; depth counts from the caller."""
+    start = process.BaseProcess.start.__code__
+    frame, depth = sys._getframe(2), 1
+    while frame is not None:
+        if frame.f_code is start:
+            yield depth, frame
+        frame, depth = frame.f_back, depth + 1
+
+
+def _starting_process() -> Optional[process.BaseProcess]:
+    """The process whose ``start()`` is running in this thread, found on the stack: a
+    library's Popen need not keep it anywhere else."""
+    for _, frame in _start_frames():
+        proc = frame.f_locals.get("self")
+        return proc if isinstance(proc, process.BaseProcess) else None
+    return None
+
+
+def _start_call_depth() -> int:
+    """How far up the caller's caller calls ``start()``, counted as :func:`stacks.capture`
+    counts (1 when there is no such frame: the user's frame is then found by module).
+    What runs below ``start()`` (a library's Popen, its pickler) is not where the user
+    started the process."""
+    for depth, _ in _start_frames():
+        return depth
+    return 1

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 POINTS: "Dict[str, List[Tuple[str, str]]]" = {
     "multiprocessing.synchronize": [
         ("SemLock.__init__", "method"),
+        ("SemLock.__getstate__", "method"),
         ("Condition.__init__", "method"),
         ("Event.__init__", "method"),
         ("Barrier.__init__", "method"),

@@ -33,7 +33,7 @@ _fork_hook_installed = False
 
 
 # The start-time interceptions: attribute -> the Checker method that wraps it.
-_START_CHECKS = {"dump": "dump", "_launch": "fork_launch"}
+_START_CHECKS = {"dump": "dump", "_launch": "fork_launch", "__getstate__": "semlock_getstate"}
 
 
 def _after_fork_in_child() -> None:

@@ -9,6 +9,7 @@ from .findings import MISMATCH, Finding
 from .stacks import format_frames, short_location
 
 NATIVE_CHECK = (3, 11, 5)
+STANDARD_METHODS = ("fork", "spawn", "forkserver")
 _NATIVE_MESSAGE = (
     "RuntimeError: A SemLock created in a fork context is being shared with a process "
     "in a spawn context"
@@ -43,6 +44,10 @@ def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.versio
         )
     elif via == "ProcessPoolExecutor":
         outcome = "the worker would die with SIGSEGV and the executor would raise BrokenProcessPool"
+    elif via == "loky":
+        outcome = (
+            "the worker would die with SIGSEGV and the executor would raise TerminatedWorkerError"
+        )
     else:
         outcome = "the child would die with SIGSEGV (exit code -11) when it uses the object"
     return f"Without mpsanitizer, on CPython {v} {outcome}; CPython checks nothing before 3.11.5."
@@ -52,6 +57,13 @@ def fix(finding: Finding) -> List[str]:
     """The exact code to copy."""
     factory = finding.factory
     via = finding.via
+    if finding.target not in STANDARD_METHODS:  # a library's own start method ("loky")
+        return [
+            f"create the {factory} from a context whose processes can open it "
+            f"(the {finding.target!r} processes are not forked from this one):",
+            f"    ctx = multiprocessing.get_context('spawn'); ctx.{factory}(...)",
+            f"or use the {factory} the library provides for its processes, if it has one",
+        ]
     if via == "ProcessPoolExecutor":
         start_from_origin = (
             f"ProcessPoolExecutor(mp_context=multiprocessing.get_context({finding.origin!r}), ...)"

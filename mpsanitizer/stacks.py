@@ -36,15 +36,20 @@ class Frame(namedtuple("Frame", ("filename", "lineno", "function"))):
 STOP_CODES: Dict[int, CodeType] = {}  # by id: frames below the user's program (the runner's exec)
 
 
-_INTERNAL_PACKAGES = ("multiprocessing", "concurrent.futures", "wrapt", "mpsanitizer", "threading")
+# Frames of these are not the user's: multiprocessing and ours, and the libraries whose job
+# is to start processes for the user (their frames would hide the user's call).
+_INTERNAL_PACKAGES = (
+    *("multiprocessing", "concurrent.futures", "wrapt", "mpsanitizer", "threading"),
+    *("joblib", "loky", "pebble", "torch.multiprocessing"),
+)
 _internal_modules: Dict[Optional[str], bool] = {None: False}
 # 3.12+: a frame's module name without making a frame object for it (3.11 makes them lazily).
 _module_name: Optional[Callable[[int], Optional[str]]] = getattr(sys, "_getframemodulename", None)
 
 
 def _module_is_internal(name: Optional[str]) -> bool:
-    """Frames of multiprocessing, concurrent.futures, threading, wrapt and mpsanitizer
-    (and of the hooks, generated with their constructor's module name) are not the user's."""
+    """Frames of the internal packages (and of the hooks, generated with their
+    constructor's module name) are not the user's."""
     internal = _internal_modules.get(name)
     if internal is None:
         internal = isinstance(name, str) and any(

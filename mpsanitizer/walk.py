@@ -31,6 +31,8 @@ _INTERNAL_TARGETS = {
     "multiprocessing.pool": "Pool",
     "concurrent.futures.process": "ProcessPoolExecutor",
     "multiprocessing.managers": "Manager",
+    "joblib.externals.loky.process_executor": "loky",
+    "loky.process_executor": "loky",
 }
 
 

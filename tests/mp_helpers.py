@@ -95,6 +95,16 @@ def touch_config(config: Config) -> None:
     touch(config.lock)
 
 
+def exit_code(proc: Any, timeout: float = 60) -> int:
+    """Start ``proc`` and wait for it, killing it after ``timeout`` seconds: its exit code."""
+    proc.start()
+    proc.join(timeout)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()
+    return proc.exitcode
+
+
 def touch_init(_unused: Any, obj: Any) -> None:
     touch(obj)
 

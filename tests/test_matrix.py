@@ -43,13 +43,7 @@ def hand_off(channel: str, obj: Any, ctx: Any) -> int:
             1, mp_context=ctx, initializer=h.touch_init, initargs=(None, obj)
         ) as executor:
             return 0 if executor.submit(h.ping).result(TIMEOUT) == "pong" else 1
-    proc = h.start_process(channel, obj, ctx)
-    proc.start()
-    proc.join(TIMEOUT)
-    if proc.exitcode is None:
-        proc.kill()
-        proc.join()
-    return proc.exitcode
+    return h.exit_code(h.start_process(channel, obj, ctx), TIMEOUT)
 
 
 def assert_native_failure(channel: str, obj: Any, ctx: Any) -> None:

@@ -1,0 +1,124 @@
+"""Processes started by a library's own Popen, which pickles them its own way (loky's,
+through cloudpickle): every pickler ends in ``SemLock.__getstate__``, and so does the
+check."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, List
+
+import mp_helpers as h
+import own_popen
+import pytest
+
+import mpsanitizer
+from mpsanitizer import ContextMismatchError
+
+NATIVE_CHECK = sys.version_info >= (3, 11, 5)
+
+
+def own_process(obj: Any, *more: Any) -> own_popen.OwnProcess:
+    return own_popen.OwnProcess(target=h.touch, args=(obj, *more))
+
+
+@pytest.fixture
+def enabled():
+    mpsanitizer.enable()
+    try:
+        yield
+    finally:
+        mpsanitizer.disable()
+        gc.collect()
+
+
+@pytest.mark.parametrize("kind", list(h.MAKERS))
+def test_fork_born_object_is_an_error_before_the_child_exists(kind: str, enabled: None) -> None:
+    obj = h.MAKERS[kind](multiprocessing.get_context("fork"))
+    proc = own_process(obj)
+    with pytest.raises(ContextMismatchError) as info:
+        proc.start()
+    assert proc._popen is None and multiprocessing.active_children() == []
+    (finding,) = info.value.findings
+    assert (finding.object_type, finding.path) == (kind, "args[0]")
+    assert (finding.origin, finding.target) == ("fork", own_popen.METHOD)
+    assert (finding.process_class, finding.via) == ("OwnProcess", "Process")
+    assert finding.created_at[-1].function == "<lambda>"  # the MAKERS line, in mp_helpers
+    assert finding.started_at[-1].filename == __file__  # this test, not the Popen or pickler
+    report = str(info.value)
+    assert "(start method 'ownstart')" in report
+    assert "ctx = multiprocessing.get_context('spawn'); ctx." in report
+
+
+@pytest.mark.parametrize("kind", ["Lock", "Queue", "Value"])
+def test_native_run_of_that_hand_off_really_fails(kind: str) -> None:
+    obj = h.MAKERS[kind](multiprocessing.get_context("fork"))
+    if NATIVE_CHECK:
+        with pytest.raises(RuntimeError, match="A SemLock created in a fork context"):
+            own_process(obj).start()
+    else:
+        assert h.exit_code(own_process(obj)) == -11
+
+
+def test_every_offender_of_the_start_in_one_report(enabled: None) -> None:
+    fork = multiprocessing.get_context("fork")
+    lock, queue = fork.Lock(), fork.Queue()
+    spawn_lock = multiprocessing.get_context("spawn").Lock()
+    proc = own_popen.OwnProcess(target=h.touch, args=(spawn_lock,), kwargs={"q": queue, "l": lock})
+    with pytest.raises(ContextMismatchError) as info:
+        proc.start()
+    found = sorted((f.object_type, f.path) for f in info.value.findings)
+    assert found == [("Lock", "kwargs['l']"), ("Queue", "kwargs['q']")]
+
+
+@pytest.mark.parametrize("kind", ["Lock", "Queue", "Event"])
+def test_spawn_born_object_is_silent_and_the_child_uses_it(kind: str, enabled: None) -> None:
+    obj = h.MAKERS[kind](multiprocessing.get_context("spawn"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert h.exit_code(own_process(obj)) == 0
+
+
+def test_warn_mode_warns_then_lets_cpython_decide(mixing_warnings: List) -> None:
+    mpsanitizer.enable(mode="warn")
+    try:
+        lock = multiprocessing.get_context("fork").Lock()
+        proc = own_process(lock)
+        if NATIVE_CHECK:
+            with pytest.raises(RuntimeError, match="A SemLock created in a fork context"):
+                proc.start()
+        else:
+            assert h.exit_code(proc) == -11
+    finally:
+        mpsanitizer.disable()
+    (warning,) = mixing_warnings
+    assert warning.message.finding.kind == "context-mismatch"
+    assert warning.message.finding.target == own_popen.METHOD
+
+
+def test_loky_executor_initargs() -> None:
+    """joblib's loky: its own Popen, its own pickler, its own start method name."""
+    pytest.importorskip("joblib")
+    script = """
+import multiprocessing, mpsanitizer
+from joblib.externals.loky import get_reusable_executor
+import mp_helpers as h
+mpsanitizer.enable()
+lock = multiprocessing.get_context("fork").Lock()
+executor = get_reusable_executor(max_workers=1, initializer=h.touch_init, initargs=(None, lock))
+try:
+    executor.submit(h.ping).result(60)
+except mpsanitizer.ContextMismatchError as error:
+    (finding,) = error.findings
+    f = finding
+    print(f.object_type, f.path, f.target, f.via, f.started_at[-1].lineno)
+"""
+    tests = str(Path(__file__).resolve().parent)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tests
+    )
+    assert result.stdout.split() == ["Lock", "initargs[1]", "loky", "loky", "9"], result.stderr
