@@ -174,6 +174,12 @@ def fire() -> None:
             point(stand_in, vars(owner)[name])
 
 
+def _say_summary() -> None:
+    from .relaunch import say_summary
+
+    say_summary()
+
+
 def _is_helper_process() -> bool:
     """The resource tracker needs no sanitizer."""
     argv = getattr(sys, "orig_argv", None) or []
@@ -200,6 +206,10 @@ def activate_from_environment() -> None:
         return
     try:
         arm(settings)
+        if os.environ.pop("MPSANITIZE_RUNNER", None) == str(os.getpid()):
+            import atexit  # built in: this is the process ``python -m mpsanitizer`` became
+
+            atexit.register(_say_summary)  # before the program's handlers: runs after them
     except Exception as exc:
         sys.stderr.write(
             f"mpsanitizer: could not activate ({type(exc).__name__}: {exc}); running without it\n"

@@ -99,16 +99,15 @@ def rerun_natively(args: List[str]) -> None:
     does not compile exactly as it would without us: CPython compiles a script from the
     open file, and on 3.9 that gives other line numbers than any compile() of its bytes.
     Returns only when that is impossible."""
-    import subprocess
+    from .relaunch import interpreter_flags
 
-    flags = getattr(subprocess, "_args_from_interpreter_flags", list)
     if not sys.executable:
         return
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     with contextlib.suppress(Exception):
-        os.execv(sys.executable, [sys.executable, *flags(), *args])
+        os.execv(sys.executable, [sys.executable, *interpreter_flags(), *args])
 
 
 def _set_path0(entry: str, always: bool = False) -> None:

@@ -11,7 +11,7 @@ import atexit
 import os
 import sys
 
-from . import options
+from . import options, relaunch
 from .config import Settings
 from .program import (
     NotCompiled,
@@ -27,21 +27,25 @@ from .program import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the program may have a typing.py of its own: python would not import ours
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Dict, List, Optional, Set, Tuple
 
 USAGE = (
     "usage: python -m mpsanitizer [--mode error|warn] [--strict] [--stack-depth N]\n"
-    "                             [--log-path PATH] [--fail-on-warning]\n"
+    "                             [--log-path PATH] [--fail-on-warning] [--in-process]\n"
     "                             (script.py | dir | app.pyz | - | -m module | -c code) [args...]"
 )
 EXIT_USAGE = 2
 EXIT_WARNINGS = 3
 
 
-def parse(argv: List[str]) -> Tuple[Dict[str, object], bool, str, str, List[str]]:
-    """Options end at the script name (or ``-m module``, ``-c code``)."""
+SWITCHES = ("--fail-on-warning", "--in-process")  # the runner's own, not the sanitizer's
+
+
+def parse(argv: List[str]) -> Tuple[Dict[str, object], Set[str], str, str, List[str]]:
+    """Options end at the script name (or ``-m module``, ``-c code``). Returns the
+    sanitizer's settings, the runner's switches given, and what to run."""
     values: Dict[str, object] = {}
-    fail_on_warning = False
+    switches: Set[str] = set()
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -51,11 +55,11 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], bool, str, str, List[str]
         if arg in ("-m", "-c"):
             if i + 1 >= len(argv):
                 raise UsageError(f"argument {arg} needs a value")
-            return values, fail_on_warning, arg, argv[i + 1], argv[i + 2 :]
+            return values, switches, arg, argv[i + 1], argv[i + 2 :]
         if arg == "--strict":
             values["strict"] = True
-        elif arg == "--fail-on-warning":
-            fail_on_warning = True
+        elif arg in SWITCHES:
+            switches.add(arg)
         elif arg.startswith("--"):
             key, sep, value = arg[2:].partition("=")
             key = key.replace("-", "_")
@@ -70,21 +74,26 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], bool, str, str, List[str]
         elif arg.startswith("-") and arg != "-":
             raise UsageError(f"unknown option {arg}")
         else:
-            return values, fail_on_warning, "script", arg, argv[i + 1 :]
+            return values, switches, "script", arg, argv[i + 1 :]
         i += 1
     raise UsageError("no script, -m module or -c code to run")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the program: as ``python`` itself (:mod:`mpsanitizer.relaunch`) where it can,
+    else in this interpreter; ``argv``: ours, from ``sys.argv`` when None (only then does it
+    replace the process)."""
     try:
-        cli, fail_on_warning, kind, target, args = parse(
-            list(sys.argv[1:] if argv is None else argv)
-        )
+        cli, switches, kind, target, args = parse(list(sys.argv[1:] if argv is None else argv))
+        fail_on_warning = "--fail-on-warning" in switches
         settings = options.settings_from(  # command line > MPSANITIZE > MPSANITIZE_OPTIONS
             options.parse_pairs(os.environ.get(options.OPTIONS, "")),
             options.toggle_value(os.environ) or {},  # off: running the runner says on
             cli,
         )
+        if argv is None and not switches and _runnable(kind, target) and relaunch.possible():
+            program = [target, *args] if kind == "script" else [kind, target, *args]
+            relaunch.become(program, options.to_environment(settings))
         code, module = prepare(kind, target, args)
     except (UsageError, ValueError) as exc:
         message = str(exc)
@@ -116,6 +125,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as exc:
         finish.status = exc.code  # type: ignore[assignment]
     return finish.status  # type: ignore[return-value]
+
+
+def _runnable(kind: str, target: str) -> bool:
+    """Whether python would find what to run, as far as can be told without running any
+    of the program's code (a package's ``__init__``): else the in-process runner says why,
+    in our one line and status 2."""
+    if kind == "script":
+        if os.path.isdir(target):
+            return os.path.isfile(os.path.join(target, "__main__.py"))
+        return target == "-" or os.path.exists(target)
+    if kind != "-m":
+        return True
+    import importlib.util  # this process becomes another: what it imports is not kept
+
+    parents = target.split(".")[:-1]
+    imported = all(".".join(parents[: i + 1]) in sys.modules for i in range(len(parents)))
+    try:  # with a parent not imported yet, only the top level can be looked up
+        return importlib.util.find_spec(target if imported else target.split(".")[0]) is not None
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
 
 
 class _Finish:
@@ -156,16 +185,15 @@ class _Finish:
 
     def _summary(self) -> bool:
         """Say what was found, here and in the child processes; True if anything was."""
-        handoff = sys.modules.get("mpsanitizer.handoff")
-        findings = handoff.seen_findings() if handoff is not None else []
+        own = relaunch.own_findings_line()
         children = self._children_findings()
-        if findings or children:
-            from .findings import summarize
-        if findings:
-            say(f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}")
+        if own is not None:
+            say(own)
         if children:
+            from .findings import summarize
+
             say(f"mpsanitizer: findings in its child processes: {summarize(children)}")
-        return bool(findings or children)
+        return bool(own is not None or children)
 
     def _children_findings(self) -> List[Any]:
         if self.reader is None or os.getpid() != self.pid:

@@ -58,9 +58,27 @@ if __name__ == "__main__":
 """
 
 
+_in_process = False  # set by runner_way: the runner keeps the program in its interpreter
+
+
+@pytest.fixture(params=["relaunched", "in-process"])
+def runner_way(request):
+    """Both ways of the runner: as ``python`` itself (its usual way), and in its own
+    interpreter (under a tracer, with --fail-on-warning, without our .pth)."""
+    global _in_process
+    _in_process = request.param == "in-process"
+    yield request.param
+    _in_process = False
+
+
+both_ways = pytest.mark.usefixtures("runner_way")
+
+
 def python(
     args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout=120, stdin=None
 ):
+    if _in_process and args[:2] == ["-m", "mpsanitizer"]:
+        args = [*args[:2], "--in-process", *args[2:]]
     full_env = dict(os.environ)
     full_env.pop("MPSANITIZE", None)
     full_env.pop("MPSANITIZE_OPTIONS", None)
@@ -108,6 +126,7 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@both_ways
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 @pytest.mark.parametrize(
     "how", ["script", "module", "package", "code", "directory", "zipapp", "stdin"]
@@ -133,6 +152,7 @@ def test_run_is_like_python(project: Path, how: str, method: str) -> None:
     assert sanitized.stderr == native.stderr == ""
 
 
+@both_ways
 @pytest.mark.parametrize("target", ["./app.py", "pkg/../app.py", "link.py"])
 def test_script_paths_are_what_python_makes_of_them(project: Path, target: str) -> None:
     # __file__ absolute but not normalized, sys.path[0] the real directory of the script
@@ -149,12 +169,14 @@ def run_code(code: str, tmp_path: Path, *runner_args: str):
     return python(["-m", "mpsanitizer", *runner_args, str(script)], tmp_path)
 
 
+@both_ways
 def test_exit_status_is_the_programs(tmp_path: Path) -> None:
     assert run_code("import sys; sys.exit(7)", tmp_path).returncode == 7
     result = run_code("import sys; sys.exit('bye')", tmp_path)
     assert (result.returncode, result.stderr) == (1, "bye\n")
 
 
+@both_ways
 def test_uncaught_exception_shows_user_frames_only(tmp_path: Path) -> None:
     result = run_code("def f():\n    raise KeyError('x')\nf()\n", tmp_path)
     assert result.returncode == 1
@@ -176,6 +198,7 @@ if __name__ == "__main__":
 """
 
 
+@both_ways
 def test_keyboard_interrupt_exits_like_python_after_finalizing(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(INTERRUPTED_WITH_A_CHILD)
     native = python(["app.py"], tmp_path)
@@ -187,6 +210,7 @@ def test_keyboard_interrupt_exits_like_python_after_finalizing(tmp_path: Path) -
     assert sanitized.stderr == native.stderr
 
 
+@both_ways
 def test_uncaught_mismatch_prints_report_and_exits_1() -> None:
     result = python(["-m", "mpsanitizer", "fork_lock_to_spawn.py"], EXAMPLES)
     assert result.returncode == 1
@@ -295,6 +319,7 @@ def test_findings_after_the_scripts_body_count_too(tmp_path: Path, when: str) ->
     )
 
 
+@both_ways
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -606,6 +631,7 @@ def test_a_log_path_children_could_not_receive_is_refused(tmp_path: Path, name: 
     assert api.stderr.splitlines()[-1].startswith(f"ValueError: mpsanitizer: log_path {prefix!r}")
 
 
+@both_ways
 @pytest.mark.parametrize("how", ["script", "code"])
 def test_mp_main_appears_only_when_multiprocessing_is_imported(tmp_path: Path, how: str) -> None:
     code = (
@@ -627,11 +653,13 @@ if __name__ == "__main__":
 """
 
 
+@both_ways
 def test_a_closed_stderr_does_not_change_the_exit_status(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(CLOSES_STDERR)
     assert same_as_python(["app.py"], tmp_path).returncode == 0
 
 
+@both_ways
 def test_a_failing_excepthook_is_reported_like_python(tmp_path: Path) -> None:
     code = "import sys\nsys.excepthook = lambda *args: 1 / 0\nraise KeyError('x')\n"
     (tmp_path / "app.py").write_text(code)
@@ -642,6 +670,7 @@ def test_a_failing_excepthook_is_reported_like_python(tmp_path: Path) -> None:
 SYNTAX_ERRORS = {"unclosed": "x = (\n", "no-block": "if x:\n", "indent": "x = 1\n  y = 2\n"}
 
 
+@both_ways
 @pytest.mark.parametrize("error", sorted(SYNTAX_ERRORS))
 @pytest.mark.parametrize("how", ["script", "code", "module", "directory"])
 def test_a_syntax_error_is_reported_like_python(tmp_path: Path, how: str, error: str) -> None:
@@ -656,6 +685,7 @@ def test_a_syntax_error_is_reported_like_python(tmp_path: Path, how: str, error:
     assert result.returncode == 1 and "Error" in result.stderr
 
 
+@both_ways
 @pytest.mark.parametrize(
     ("init", "last_line"),
     [("", "SyntaxError: "), ("raise RuntimeError('boom')", "RuntimeError: boom")],
@@ -672,12 +702,14 @@ def test_a_package_module_that_fails_to_load_shows_no_runner_frames(
     assert result.stderr.splitlines()[-1].startswith(last_line)
 
 
+@both_ways
 @pytest.mark.parametrize("code", ["1/0", "def f():\n    return 1/0\nf()"])
 def test_an_error_in_code_shows_what_python_shows(tmp_path: Path, code: str) -> None:
     # 3.13 shows the -c source lines in tracebacks, earlier versions show none
     same_as_python(["-c", code], tmp_path)
 
 
+@both_ways
 @pytest.mark.parametrize("body", ["print('done')\n", "raise KeyError(1)\n"])
 def test_dash_i_gives_the_prompt_as_python_does(tmp_path: Path, body: str) -> None:
     (tmp_path / "app.py").write_text(body)
@@ -689,6 +721,7 @@ def test_dash_i_gives_the_prompt_as_python_does(tmp_path: Path, body: str) -> No
     )  # fmt: skip
 
 
+@both_ways
 @pytest.mark.skipif(sys.version_info < (3, 10), reason="3.9's runpy imports typing itself")
 def test_a_module_of_the_programs_own_named_typing_is_the_one_imported(tmp_path: Path) -> None:
     # In a directory of its own: `python -m` puts the working directory first on sys.path
@@ -698,3 +731,53 @@ def test_a_module_of_the_programs_own_named_typing_is_the_one_imported(tmp_path:
     (tmp_path / "app" / "main.py").write_text("import typing\nprint(typing.__file__)\n")
     result = same_as_python(["app/main.py"], tmp_path)
     assert result.stdout.splitlines()[0] == "local typing"
+
+
+FRAMES = """
+import inspect, os, sys, traceback, warnings
+warnings.warn("at the top", stacklevel=2)
+def deep():
+    warnings.warn("from a function", stacklevel=3)
+deep()
+print([frame.function for frame in inspect.stack()], sys._getframe().f_back)
+traceback.print_stack()
+print(sys.flags.dev_mode, sys.warnoptions, sys._xoptions, getattr(sys, "orig_argv", [])[1:])
+print(os.getpid())
+"""
+
+
+def test_relaunched_the_program_has_pythons_own_frames_flags_and_pid(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(FRAMES)
+    flags = ["-X", "dev", "-W", "error::DeprecationWarning", "-B"]
+    native = python([*flags, "app.py"], tmp_path)
+    result = python([*flags, "-m", "mpsanitizer", "app.py"], tmp_path)
+    assert (result.returncode, result.stderr) == (0, native.stderr)
+    assert result.stdout.splitlines()[:-1] == native.stdout.splitlines()[:-1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mpsanitizer", "app.py"], cwd=tmp_path, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    out, _ = process.communicate(timeout=60)
+    assert out.splitlines()[-1] == str(process.pid)
+
+
+TRACED = """
+import runpy, sys
+traced = set()
+def tracer(frame, event, arg):
+    traced.add(frame.f_code.co_filename)
+sys.settrace(tracer)
+sys.argv = ["mpsanitizer", "app.py"]
+try:
+    runpy.run_module("mpsanitizer", run_name="__main__", alter_sys=True)
+finally:
+    sys.settrace(None)
+    print("traced the program:", any(name.endswith("app.py") for name in traced))
+"""
+
+
+def test_under_a_tracer_the_runner_keeps_the_program_in_its_interpreter(tmp_path: Path) -> None:
+    """coverage run -m mpsanitizer, pdb, cProfile: a new interpreter would lose them."""
+    (tmp_path / "app.py").write_text("import inspect\nprint(len(inspect.stack()) > 1)\n")
+    result = python(["-c", TRACED], tmp_path)
+    assert result.stdout.splitlines() == ["True", "traced the program: True"], result.stderr

@@ -1,0 +1,98 @@
+"""The runner's usual way: become ``python [flags] program`` itself, sanitized by the
+``mpsanitizer.pth`` line from the environment, so the program runs exactly as under
+``python``: same frames (``inspect.stack()``, ``warnings.warn(stacklevel=...)``, tracebacks),
+same modules, same pid.
+
+The in-process runner of :mod:`mpsanitizer.program` remains for what a new interpreter
+would lose: a tracer or profiler around the runner (coverage, pdb, cProfile), an
+interpreter that does not process our ``.pth``, and ``--fail-on-warning``, which needs the
+program's exit status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the program may have a typing.py of its own: python would not import ours
+    from typing import Dict, List, Optional
+
+# The pid of the process the runner became: its activation registers the summary (lazy.py).
+RUNNER = "MPSANITIZE_RUNNER"
+_MODULE_NAMES = ("mpsanitizer", "mpsanitizer.__main__")
+
+
+def interpreter_flags() -> List[str]:
+    """This interpreter's own options (``-X dev``, ``-W error``, ``-I``...): from the
+    command line where python keeps it (3.10+), else rebuilt from ``sys.flags``."""
+    argv = getattr(sys, "orig_argv", None) or []
+    for i, arg in enumerate(argv[1:], 1):
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg.startswith("-m") and arg[2:] in _MODULE_NAMES:  # -mmpsanitizer
+            return list(argv[1:i])
+        if arg[:1] == "-" and arg[1:2] != "-" and arg[-1:] == "m" and following in _MODULE_NAMES:
+            return [*argv[1:i], *([arg[:-1]] if arg != "-m" else [])]  # -m, or -Bm mpsanitizer
+    import subprocess
+
+    flags = list(getattr(subprocess, "_args_from_interpreter_flags", list)())
+    if sys.flags.inspect and not os.environ.get("PYTHONINSPECT"):
+        flags.append("-i")
+    return flags
+
+
+def possible() -> bool:
+    """Whether a new interpreter with these flags would activate us and lose nothing."""
+    if not sys.executable or not hasattr(os, "execv") or sys.flags.no_site:
+        return False
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return False
+    monitoring = getattr(sys, "monitoring", None)  # 3.12+: coverage's sysmon core, debuggers
+    if monitoring is not None and any(monitoring.get_tool(i) for i in range(6)):
+        return False
+    site = sys.modules.get("site")
+    if site is None:
+        return False
+    try:
+        dirs = list(site.getsitepackages())
+        if site.ENABLE_USER_SITE:
+            dirs.append(site.getusersitepackages())
+    except Exception:
+        return False
+    return any(os.path.isfile(os.path.join(d, "mpsanitizer.pth")) for d in dirs)
+
+
+def become(program: List[str], environment: Dict[str, str]) -> None:
+    """Replace this process with ``python [flags] *program`` under ``environment``.
+    Returns only when that is impossible."""
+    os.environ.update(environment)
+    os.environ[RUNNER] = str(os.getpid())
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(Exception):
+        os.execv(sys.executable, [sys.executable, *interpreter_flags(), *program])
+    del os.environ[RUNNER]
+
+
+def own_findings_line() -> Optional[str]:
+    """``mpsanitizer: findings in process N: ...``, or None when there were none."""
+    handoff = sys.modules.get("mpsanitizer.handoff")
+    findings = handoff.seen_findings() if handoff is not None else []
+    if not findings:
+        return None
+    from .findings import summarize
+
+    return f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}"
+
+
+def say_summary() -> None:
+    try:
+        line = own_findings_line()
+        if line is not None:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+    except Exception as exc:  # our fault, or a closed stream: never the exit status
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"mpsanitizer: internal error while summing up ({exc!r})\n")
