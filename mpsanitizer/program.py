@@ -18,23 +18,11 @@ import sys
 import types
 
 from . import stacks
+from .usage import UsageError, say
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the program may have a typing.py of its own: python would not import ours
     from typing import List, Optional, Tuple
-
-
-class UsageError(Exception):
-    """Bad command line: one line and exit status 2."""
-
-
-def say(line: str, stream: str = "stderr") -> None:
-    """Write a line of ours: whatever the program did to the stream (closed it, replaced
-    it, set it to None), our output never changes the exit status."""
-    with contextlib.suppress(Exception):
-        out = getattr(sys, stream)
-        out.write(line + "\n")
-        out.flush()
 
 
 def _fresh_main(**attrs: object) -> types.ModuleType:

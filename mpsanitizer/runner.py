@@ -13,17 +13,7 @@ import sys
 
 from . import options, relaunch
 from .config import Settings
-from .program import (
-    NotCompiled,
-    UsageError,
-    exit_by_sigint_if_interrupted,
-    exit_now,
-    prepare,
-    report,
-    rerun_natively,
-    run,
-    say,
-)
+from .usage import UsageError, say
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the program may have a typing.py of its own: python would not import ours
@@ -91,16 +81,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             options.toggle_value(os.environ) or {},  # off: running the runner says on
             cli,
         )
-        if argv is None and not switches and _runnable(kind, target) and relaunch.possible():
-            program = [target, *args] if kind == "script" else [kind, target, *args]
-            relaunch.become(program, options.to_environment(settings))
+    except (UsageError, ValueError) as exc:
+        return _usage_error(exc)
+    if argv is None and not switches and _runnable(kind, target) and relaunch.possible():
+        program = [target, *args] if kind == "script" else [kind, target, *args]
+        relaunch.become(program, options.to_environment(settings))
+    from .program import NotCompiled, prepare, report, rerun_natively, run
+
+    try:
         code, module = prepare(kind, target, args)
     except (UsageError, ValueError) as exc:
-        message = str(exc)
-        if not message.startswith("mpsanitizer:"):
-            message = f"mpsanitizer: error: {message}"
-        say(message)
-        return EXIT_USAGE
+        return _usage_error(exc)
     except NotCompiled as failure:
         if argv is None and failure.rerun is not None:
             os.environ.update(options.to_environment(settings))
@@ -125,6 +116,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as exc:
         finish.status = exc.code  # type: ignore[assignment]
     return finish.status  # type: ignore[return-value]
+
+
+def _usage_error(exc: Exception) -> int:
+    message = str(exc)
+    if not message.startswith("mpsanitizer:"):
+        message = f"mpsanitizer: error: {message}"
+    say(message)
+    return EXIT_USAGE
 
 
 def _runnable(kind: str, target: str) -> bool:
@@ -174,6 +173,8 @@ class _Finish:
         return settings
 
     def __call__(self) -> None:
+        from .program import exit_by_sigint_if_interrupted, exit_now
+
         try:
             found = self._summary()
         except Exception as exc:  # our fault: one line, and the exit status is the program's
