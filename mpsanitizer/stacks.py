@@ -60,6 +60,9 @@ def _module_is_internal(name: Optional[str]) -> bool:
     return internal
 
 
+# _getframemodulename() gives the function's __module__, which functools.wraps copies (a
+# library's wrapper of a user function says "__main__"): a frame it calls the user's is
+# confirmed by its globals, the module its code runs in.
 _FIND_BY_MODULE = """\
     depth = skip + 1
     try:
@@ -69,9 +72,14 @@ _FIND_BY_MODULE = """\
             if internal is None:
                 internal = _module_is_internal(name)
             if not internal:
-                break
+                f = _getframe(depth)
+                name = f.f_globals.get("__name__")
+                internal = _known_module(name)
+                if internal is None:
+                    internal = _module_is_internal(name)
+                if not internal:
+                    break
             depth += 1
-        f = _getframe(depth)
     except ValueError:
         return [{head}]
     c0 = f.f_code

@@ -122,3 +122,34 @@ except mpsanitizer.ContextMismatchError as error:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tests
     )
     assert result.stdout.split() == ["Lock", "initargs[1]", "loky", "loky", "9"], result.stderr
+
+
+WRAPPING_LIBRARY = """
+import functools, multiprocessing
+def run_in_spawn(fn):
+    @functools.wraps(fn)  # copies __module__: on 3.12+ the frame's module name says the user's
+    def wrapper(*args):
+        proc = multiprocessing.get_context("spawn").Process(target=fn, args=args)
+        proc.start()
+        proc.join()
+    return wrapper
+"""
+
+
+def test_a_library_wrapper_made_with_functools_wraps_is_not_the_users_frame(tmp_path) -> None:
+    """pebble's ``concurrent.process`` shape: the start site is the user's call."""
+    package = tmp_path / "joblib"  # a package that counts as a process library
+    package.mkdir()
+    (package / "__init__.py").write_text(WRAPPING_LIBRARY)
+    (tmp_path / "app.py").write_text(
+        "import multiprocessing, joblib\n"
+        "def work(lock):\n    pass\n"
+        "if __name__ == '__main__':\n"
+        "    lock = multiprocessing.get_context('fork').Lock()\n"
+        "    joblib.run_in_spawn(work)(lock)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mpsanitizer", "app.py"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert "SUMMARY: mpsanitizer: context-mismatch app.py:5 -> app.py:6" in result.stderr
