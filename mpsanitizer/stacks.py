@@ -60,6 +60,12 @@ def _module_is_internal(name: Optional[str]) -> bool:
     return internal
 
 
+# Whether the module ``name`` is internal: a dict read, and the full rule only once per name.
+_JUDGE = """\
+internal = _known_module(name)
+if internal is None:
+    internal = _module_is_internal(name)"""
+
 # _getframemodulename() gives the function's __module__, which functools.wraps copies (a
 # library's wrapper of a user function says "__main__"): a frame it calls the user's is
 # confirmed by its globals, the module its code runs in.
@@ -68,15 +74,11 @@ _FIND_BY_MODULE = """\
     try:
         while True:
             name = _module_name(depth)
-            internal = _known_module(name)
-            if internal is None:
-                internal = _module_is_internal(name)
+{judge12}
             if not internal:
                 f = _getframe(depth)
                 name = f.f_globals.get("__name__")
-                internal = _known_module(name)
-                if internal is None:
-                    internal = _module_is_internal(name)
+{judge16}
                 if not internal:
                     break
             depth += 1
@@ -91,9 +93,7 @@ _FIND_BY_GLOBALS = """\
         return [{head}]
     while True:
         name = f.f_globals.get("__name__")
-        internal = _known_module(name)
-        if internal is None:
-            internal = _module_is_internal(name)
+{judge8}
         if not internal:
             break
         f = f.f_back
@@ -101,6 +101,7 @@ _FIND_BY_GLOBALS = """\
             return [{head}]
     c0 = f.f_code
 """
+_JUDGED = {f"judge{n}": "\n".join(" " * n + x for x in _JUDGE.splitlines()) for n in (8, 12, 16)}
 
 _capturers: Dict[Tuple[object, ...], RawCapture] = {}
 
@@ -125,7 +126,7 @@ def capturer(depth: int, head: Tuple[str, ...] = (), **names: object) -> RawCapt
     items = list(head)
     find = _FIND_BY_MODULE if _module_name is not None else _FIND_BY_GLOBALS
     lines = [f"def capture(skip{''.join(', ' + p for p in params)}):"]
-    lines += find.format(head=", ".join(items)).splitlines()
+    lines += find.format(head=", ".join(items), **_JUDGED).splitlines()
     for i in range(depth):
         if i:
             lines += ["    f = f.f_back", f"    if f is None: return [{', '.join(items)}]"]
