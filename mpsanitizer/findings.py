@@ -30,6 +30,7 @@ class Finding:
     process_name: str = ""
     process_class: str = ""
     via: str = "Process"
+    package: str = "multiprocessing"  # or a copy of it: multiprocess, billiard
     pid: int = field(default_factory=os.getpid)
     identity: Any = field(default=None, repr=False, compare=False)
 
@@ -52,6 +53,7 @@ class Finding:
             "process_name": self.process_name,
             "process_class": self.process_class,
             "via": self.via,
+            "package": self.package,
             "pid": self.pid,
         }
 
@@ -76,6 +78,7 @@ class Finding:
             process_name=data.get("process_name", ""),
             process_class=data.get("process_class", ""),
             via=data.get("via", "Process"),
+            package=data.get("package", "multiprocessing"),
             pid=data.get("pid", 0),
         )
 
@@ -102,7 +105,7 @@ def judge(obj: Any, target: str) -> Optional[Verdict]:
     record = next((r for r in map(origins.origin_of, locks) if r is not None), None)
     method = record[origins.METHOD] if record is not None else None
     unlinked = any(_is_unlinked(lock) for lock in locks)
-    if unlinked and target != "fork":
+    if (unlinked or method == "fork") and target != "fork":  # the fork context unlinks it
         return Verdict(MISMATCH, "error", record, method or "fork")
     if method is not None and method != target:
         return Verdict(MIXING, "warning", record, method)

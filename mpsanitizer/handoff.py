@@ -12,10 +12,9 @@ import functools
 import pickle
 import sys
 import threading
-from multiprocessing import context, process, reduction
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import jsonlog, kinds, origins, stacks, walk
+from . import flavours, jsonlog, kinds, origins, stacks, walk
 from .config import Settings
 from .errors import ContextMismatchError, warn
 from .faults import report_fault
@@ -39,15 +38,19 @@ FORK_WALK_PER_CONTAINER = 16
 class _Scanning:
     """Mixed into the ForkingPickler the start would use: notes tracked objects on the way.
 
-    Tracked classes get an entry in this pickler's own ``dispatch_table`` (a copy
-    ForkingPickler makes per pickler), so every other object is pickled at C
-    speed with no Python call. Output is byte-identical unless an error-class
-    offender is elided, so that the scan goes on and reports every offender.
+    Tracked classes of the starting package get an entry in this pickler's own
+    ``dispatch_table`` (a copy ForkingPickler makes per pickler), so every other object
+    is pickled at C speed with no Python call; another package's primitive (a standard
+    Lock in a multiprocess start) is left to that package's own refusal. Output is
+    byte-identical unless an error-class offender is elided, so that the scan goes on and
+    reports every offender.
     """
 
     dispatch_table: Dict[type, Any]
 
-    def __init__(self, file: Any, protocol: Optional[int], target: str, elide: bool) -> None:
+    def __init__(
+        self, file: Any, protocol: Optional[int], target: str, elide: bool, package: str
+    ) -> None:
         super().__init__(file, protocol)  # type: ignore[call-arg]
         self.target = target
         self.elide = elide
@@ -57,7 +60,8 @@ class _Scanning:
         self._protocol = _effective_protocol(protocol)
         table = self.dispatch_table
         for cls in kinds.tracked_classes():
-            table[cls] = functools.partial(self._reduce_tracked, table.get(cls))
+            if flavours.package_of_class(cls) == package:
+                table[cls] = functools.partial(self._reduce_tracked, table.get(cls))
 
     def _reduce_tracked(self, native: Optional[Callable], obj: Any) -> Any:
         try:
@@ -100,12 +104,11 @@ def _reduces_itself(cls: type, native: Optional[Callable]) -> bool:
         return _self_reducing[cls]
     except KeyError:
         pass
-    synchronize = sys.modules.get("multiprocessing.synchronize")
     own = False
-    if synchronize is None or not issubclass(cls, synchronize.SemLock):
+    if not issubclass(cls, flavours.classes("synchronize", "SemLock")):
         own = native is not None
         for klass in cls.__mro__:
-            if klass.__module__.startswith("multiprocessing."):
+            if flavours.package_of(klass.__module__) is not None:
                 break
             own = own or any(name in vars(klass) for name in _REDUCTIONS)
     if len(_self_reducing) < 10_000:
@@ -116,10 +119,10 @@ def _reduces_itself(cls: type, native: Optional[Callable]) -> bool:
 _scanning_classes: Dict[type, type] = {}
 
 
-def scanning_pickler(*args: Any, **kwargs: Any) -> Any:
-    """A scanning pickler over ``reduction.ForkingPickler`` as it is now: ``dump`` looks
-    the name up at every call, and a program or library may have replaced it."""
-    base = reduction.ForkingPickler
+def scanning_pickler(package: str, *args: Any, **kwargs: Any) -> Any:
+    """A scanning pickler over ``<package>.reduction.ForkingPickler`` as it is now: ``dump``
+    looks the name up at every call, and a program or library may have replaced it."""
+    base = sys.modules[f"{package}.reduction"].ForkingPickler
     cls = _scanning_classes.get(base)
     if cls is None:
         cls = type(f"Scanning{base.__name__}", (_Scanning, base), {})
@@ -153,7 +156,7 @@ class Checker:
         if (
             origins.tracker.foreign
             and getattr(instance, "method", "fork") == "fork"
-            and isinstance(proc, process.BaseProcess)
+            and isinstance(proc, flavours.classes("process", "BaseProcess"))
         ):
             findings: List[Finding] = []
             try:
@@ -168,13 +171,14 @@ class Checker:
     def dump(self, wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
         """``reduction.dump``: the pickling a spawn or forkserver start performs."""
         obj = args[0] if args else kwargs.get("obj")
-        popen = context.get_spawning_popen()
-        if popen is None or not isinstance(obj, process.BaseProcess):
+        package = flavours.package_of(getattr(wrapped, "__module__", None)) or flavours.STANDARD
+        popen = flavours.spawning_popen(package)
+        if popen is None or not isinstance(obj, flavours.classes("process", "BaseProcess")):
             return wrapped(*args, **kwargs)
         thread = threading.get_ident()
         _dumping[thread] = popen
         try:
-            error = self._checked_dump(wrapped, popen, *args, **kwargs)
+            error = self._checked_dump(wrapped, popen, package, *args, **kwargs)
         finally:
             _dumping.pop(thread, None)
         if error is not None:
@@ -184,9 +188,10 @@ class Checker:
         """``SemLock.__getstate__``: a SemLock pickled for a process start by some other
         pickling than ``reduction.dump``'s: a library's own Popen (loky's, with
         cloudpickle) or Process class. Every pickler ends here for a SemLock."""
-        popen = context.get_spawning_popen()
+        package = flavours.package_of(getattr(wrapped, "__module__", None)) or flavours.STANDARD
+        popen = flavours.spawning_popen(package)  # what this package's own check reads
         if popen is not None and _dumping.get(threading.get_ident()) is not popen:
-            error = self._check_pickled_semlock(instance, popen)
+            error = self._check_pickled_semlock(instance, popen, package)
             if error is not None:
                 raise error
         return wrapped(*args, **kwargs)
@@ -194,12 +199,19 @@ class Checker:
     # -- checks -------------------------------------------------------------
 
     def _checked_dump(
-        self, wrapped: Callable, popen: Any, obj: Any, file: Any, protocol: Optional[int] = None
+        self,
+        wrapped: Callable,
+        popen: Any,
+        package: str,
+        obj: Any,
+        file: Any,
+        protocol: Optional[int] = None,
     ) -> Optional[BaseException]:
         """``reduction.dump(obj, file, protocol)`` of a process, through the scanning pickler."""
         target = getattr(popen, "method", None) or "spawn"
         try:
-            pickler = scanning_pickler(file, protocol, target, self.settings.mode == "error")
+            elide = self.settings.mode == "error"
+            pickler = scanning_pickler(package, file, protocol, target, elide, package)
         except Exception as exc:
             report_fault("preparing the start check", exc)
             wrapped(obj, file, protocol)
@@ -220,7 +232,9 @@ class Checker:
             report_fault("scanning a process's arguments", pickler.fault)
         return self._deliver(self._safe_findings(obj, target, pickler.hits))
 
-    def _check_pickled_semlock(self, lock: Any, popen: Any) -> Optional[BaseException]:
+    def _check_pickled_semlock(
+        self, lock: Any, popen: Any, package: str
+    ) -> Optional[BaseException]:
         """Judge a SemLock some other pickling sends to a child; on a finding, judge
         everything that start sends, so that one report names every offender."""
         target = getattr(popen, "method", None) or "spawn"
@@ -232,6 +246,8 @@ class Checker:
             if proc is not None:
                 roots = walk.process_roots(proc)
                 for obj in walk.tracked_objects(roots, kinds.is_tracked, 10_000, 1000):
+                    if flavours.package_of_class(type(obj)) != package:
+                        continue  # that package's own spawning state decides
                     verdict = judge(obj, target)
                     if _reportable(verdict, target):
                         hits.append((obj, verdict, None))  # type: ignore[arg-type]
@@ -296,6 +312,7 @@ class Checker:
                     process_name=getattr(proc, "_name", "") or "",
                     process_class=type(proc if proc is not None else popen).__name__,
                     via=via,
+                    package=flavours.package_of_class(type(obj)),
                     identity=identity,
                 )
             )
@@ -355,20 +372,20 @@ def _reportable(verdict: Optional[Verdict], target: str) -> bool:
 def _start_frames() -> Iterator[Tuple[int, Any]]:
     """(depth, frame) of each ``BaseProcess.start`` running in this thread, innermost
     first; depth counts from the caller."""
-    start = process.BaseProcess.start.__code__
+    starts = {cls.start.__code__ for cls in flavours.classes("process", "BaseProcess")}
     frame, depth = sys._getframe(2), 1
     while frame is not None:
-        if frame.f_code is start:
+        if frame.f_code in starts:
             yield depth, frame
         frame, depth = frame.f_back, depth + 1
 
 
-def _starting_process() -> Optional[process.BaseProcess]:
+def _starting_process() -> Any:
     """The process whose ``start()`` is running in this thread, found on the stack: a
     library's Popen need not keep it anywhere else."""
     for _, frame in _start_frames():
         proc = frame.f_locals.get("self")
-        return proc if isinstance(proc, process.BaseProcess) else None
+        return proc if isinstance(proc, flavours.classes("process", "BaseProcess")) else None
     return None
 
 

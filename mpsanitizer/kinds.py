@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import flavours
+
 _Entry = Tuple[str, Tuple[str, ...]]  # (factory name users call, attributes holding inner ones)
 
-# module -> (class name, factory name, attributes holding SemLocks or composites)
-_TABLE: Dict[str, Tuple[Tuple[str, str, Tuple[str, ...]], ...]] = {
-    "multiprocessing.synchronize": (
+# module -> (class name, factory name, attributes holding SemLocks or composites), for
+# multiprocessing and its copies (flavours.py)
+_OF_MODULE: Dict[str, Tuple[Tuple[str, str, Tuple[str, ...]], ...]] = {
+    "synchronize": (
         ("Lock", "Lock", ()),
         ("RLock", "RLock", ()),
         ("BoundedSemaphore", "BoundedSemaphore", ()),
@@ -19,7 +22,7 @@ _TABLE: Dict[str, Tuple[Tuple[str, str, Tuple[str, ...]], ...]] = {
         ("Event", "Event", ("_cond", "_flag")),
         ("Barrier", "Barrier", ("_cond",)),
     ),
-    "multiprocessing.queues": (
+    "queues": (
         (
             "JoinableQueue",
             "JoinableQueue",
@@ -28,12 +31,18 @@ _TABLE: Dict[str, Tuple[Tuple[str, str, Tuple[str, ...]], ...]] = {
         ("Queue", "Queue", ("_rlock", "_wlock", "_sem")),
         ("SimpleQueue", "SimpleQueue", ("_rlock", "_wlock")),
     ),
-    "multiprocessing.sharedctypes": (
+    "sharedctypes": (
         ("SynchronizedArray", "Array", ("_lock",)),
         ("SynchronizedString", "Array", ("_lock",)),
         ("Synchronized", "Value", ("_lock",)),
         ("SynchronizedBase", "Value", ("_lock",)),
     ),
+}
+
+_TABLE = {
+    f"{package}.{module}": entries
+    for package in flavours.PACKAGES
+    for module, entries in _OF_MODULE.items()
 }
 
 # The tracked classes of the modules imported so far: no object of the others can exist,
@@ -48,11 +57,14 @@ def _learn_imported() -> None:
     learned = False
     for module_name in list(_unlearned):
         module = sys.modules.get(module_name)
+        if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+            continue  # not imported, or still being imported
         classes = [getattr(module, name, None) for name, _, _ in _TABLE[module_name]]
-        if module is None or None in classes:  # not imported, or still being imported
-            continue
+        if None in classes and flavours.package_of(module_name) == flavours.STANDARD:
+            continue  # a module object that is not (yet) what CPython makes: look again
         for cls, (_, factory, attrs) in zip(classes, _TABLE[module_name]):
-            _KNOWN[cls] = (factory, attrs)  # type: ignore[index]
+            if isinstance(cls, type):  # a copy may lack one (billiard has no Barrier)
+                _KNOWN[cls] = (factory, attrs)
         _unlearned.discard(module_name)
         learned = True
     if learned:
@@ -91,7 +103,7 @@ def factory_name(obj: Any) -> str:
 def display_name(obj: Any) -> str:
     """The type as the user knows it: a subclass keeps its own name."""
     cls = type(obj)
-    if cls.__module__.startswith("multiprocessing."):
+    if flavours.package_of(cls.__module__) is not None:
         return factory_name(obj)
     return cls.__qualname__
 
@@ -115,10 +127,10 @@ def nested(obj: Any) -> List[Any]:
 
 def semlocks_of(obj: Any) -> List[Any]:
     """Every SemLock inside a tracked object, the object itself for a SemLock."""
-    synchronize = sys.modules.get("multiprocessing.synchronize")
-    if synchronize is None:  # then no SemLock exists
+    semlocks = flavours.classes("synchronize", "SemLock")
+    if not semlocks:  # then no SemLock exists
         return []
-    return [item for item in nested(obj) if isinstance(item, synchronize.SemLock)]
+    return [item for item in nested(obj) if isinstance(item, semlocks)]
 
 
 def tracked_classes() -> List[type]:

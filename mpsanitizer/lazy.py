@@ -12,31 +12,37 @@ on. A child that only runs its target never pays more than the hook.
 import sys
 from _thread import RLock
 
-from . import imports
+from . import flavours, imports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
     from .config import Settings
 
-# module -> [(attribute path, kind)], kind: "method" (class attribute) or "function"
-POINTS: "Dict[str, List[Tuple[str, str]]]" = {
-    "multiprocessing.synchronize": [
+# module -> [(attribute path, kind)], kind: "method" (class attribute) or "function"; for
+# multiprocessing and its copies (flavours.py), which may lack some of them.
+_POINTS_OF_MODULE: "Dict[str, List[Tuple[str, str]]]" = {
+    "synchronize": [
         ("SemLock.__init__", "method"),
         ("SemLock.__getstate__", "method"),
         ("Condition.__init__", "method"),
         ("Event.__init__", "method"),
         ("Barrier.__init__", "method"),
     ],
-    "multiprocessing.queues": [
+    "queues": [
         ("Queue.__init__", "method"),
         ("JoinableQueue.__init__", "method"),
         ("SimpleQueue.__init__", "method"),
     ],
-    "multiprocessing.sharedctypes": [("Value", "function"), ("Array", "function")],
-    "multiprocessing.reduction": [("dump", "function")],
-    "multiprocessing.popen_fork": [("Popen._launch", "method")],
+    "sharedctypes": [("Value", "function"), ("Array", "function")],
+    "reduction": [("dump", "function")],
+    "popen_fork": [("Popen._launch", "method")],
+}
+POINTS: "Dict[str, List[Tuple[str, str]]]" = {
+    f"{package}.{module}": points
+    for package in flavours.PACKAGES
+    for module, points in _POINTS_OF_MODULE.items()
 }
 
 _lock = RLock()
@@ -47,6 +53,22 @@ _installed: "List[Tuple[Any, str, Any, Any]]" = []  # (owner, name, original, tr
 def resolve(module: "Any", path: str) -> "Tuple[Any, str]":
     owner_name, _, name = path.rpartition(".")
     return (getattr(module, owner_name) if owner_name else module), name
+
+
+def points_of(module: "Any") -> "Iterator[Tuple[str, str, Any, str]]":
+    """(path, kind, owner, name) of each patch point of an imported module. A copy of
+    multiprocessing may lack one (billiard has no Barrier): it is skipped there; in the
+    standard library a missing one is an unexpected CPython internal, and raises."""
+    standard = flavours.package_of(module.__name__) == flavours.STANDARD
+    for path, kind in POINTS[module.__name__]:
+        try:
+            owner, name = resolve(module, path)
+            vars(owner)[name]
+        except (AttributeError, KeyError, TypeError):
+            if standard:
+                raise
+            continue
+        yield path, kind, owner, name
 
 
 def trampoline(
@@ -108,8 +130,7 @@ def _install(module: "Any") -> None:
     with _lock:
         if _settings is None:
             return
-        for path, kind in POINTS[module.__name__]:
-            owner, name = resolve(module, path)
+        for _, kind, owner, name in points_of(module):
             original = unwrap(vars(owner)[name])
             stand_in = trampoline(owner, original, kind, fire)
             setattr(owner, name, stand_in)
@@ -183,7 +204,12 @@ def _say_summary() -> None:
 def _is_helper_process() -> bool:
     """The resource tracker needs no sanitizer."""
     argv = getattr(sys, "orig_argv", None) or []
-    return any("multiprocessing.resource_tracker" in arg for arg in argv)
+    return any(
+        f"{package}.{tracker}" in arg
+        for arg in argv
+        for package in flavours.PACKAGES
+        for tracker in ("resource_tracker", "semaphore_tracker")
+    )
 
 
 def activate_from_environment() -> None:

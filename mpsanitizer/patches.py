@@ -95,8 +95,7 @@ def _patch_module(module: Any) -> None:
             return
         _patched.append(module)
         try:
-            for path, kind in lazy.POINTS[module.__name__]:
-                owner, name = lazy.resolve(module, path)
+            for path, kind, owner, name in lazy.points_of(module):
                 replacement = _apply(owner, name, _maker(path, owner, kind))
                 if lazy.is_stand_in(replacement):
                     _stand_ins.append((owner, name, replacement.__wrapped__, replacement))

@@ -17,7 +17,8 @@ _NATIVE_MESSAGE = (
 
 
 def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.version_info[:3])) -> str:
-    """One sentence on what CPython does with this hand-off when unchecked."""
+    """One sentence on what CPython (or the copy of multiprocessing the object comes from)
+    does with this hand-off when unchecked."""
     v = ".".join(map(str, version))
     if finding.kind != MISMATCH:  # a mixing finding, whether strict made it an error or not
         return (
@@ -26,14 +27,17 @@ def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.versio
             "the process needs a fresh interpreter ('forkserver' is the Linux default from 3.14), "
             "it breaks."
         )
-    if tuple(version) >= NATIVE_CHECK:
+    package = finding.package
+    standard = package == "multiprocessing"
+    if _checks_fork_context(package, version):
         extra = (
             f' (it says "spawn" for this {finding.target} process)'
             if finding.target != "spawn"
             else ""
         )
+        who = f"CPython {v}" if standard else f"{package} on CPython {v}"
         return (
-            f'Without mpsanitizer, CPython {v} raises "{_NATIVE_MESSAGE}"{extra}, '
+            f'Without mpsanitizer, {who} raises "{_NATIVE_MESSAGE}"{extra}, '
             "naming no object, no creation site and only the first offender."
         )
     via = finding.via
@@ -50,18 +54,33 @@ def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.versio
         )
     else:
         outcome = "the child would die with SIGSEGV (exit code -11) when it uses the object"
-    return f"Without mpsanitizer, on CPython {v} {outcome}; CPython checks nothing before 3.11.5."
+    nothing = "CPython checks nothing before 3.11.5" if standard else f"{package} checks nothing"
+    return f"Without mpsanitizer, on CPython {v} {outcome}; {nothing}."
+
+
+def _checks_fork_context(package: str, version: Sequence[int]) -> bool:
+    """Whether ``package`` refuses a fork-born SemLock itself (CPython from 3.11.5, and the
+    copies that took that check over): read from its ``SemLock.__getstate__``."""
+    if package == "multiprocessing":
+        return tuple(version) >= NATIVE_CHECK
+    synchronize = sys.modules.get(f"{package}.synchronize")
+    getstate = getattr(getattr(synchronize, "SemLock", None), "__getstate__", None)
+    while hasattr(getstate, "__wrapped__"):  # our own interception
+        getstate = getstate.__wrapped__  # type: ignore[union-attr]
+    code = getattr(getstate, "__code__", None)
+    return code is not None and any("fork_ctx" in name for name in code.co_names)
 
 
 def fix(finding: Finding) -> List[str]:
     """The exact code to copy."""
     factory = finding.factory
     via = finding.via
+    package = finding.package
     if finding.target not in STANDARD_METHODS:  # a library's own start method ("loky")
         return [
             f"create the {factory} from a context whose processes can open it "
             f"(the {finding.target!r} processes are not forked from this one):",
-            f"    ctx = multiprocessing.get_context('spawn'); ctx.{factory}(...)",
+            f"    ctx = {package}.get_context('spawn'); ctx.{factory}(...)",
             f"or use the {factory} the library provides for its processes, if it has one",
         ]
     if via == "ProcessPoolExecutor":
@@ -69,10 +88,10 @@ def fix(finding: Finding) -> List[str]:
             f"ProcessPoolExecutor(mp_context=multiprocessing.get_context({finding.origin!r}), ...)"
         )
     else:
-        start_from_origin = f"multiprocessing.get_context({finding.origin!r}).{via}(...)"
+        start_from_origin = f"{package}.get_context({finding.origin!r}).{via}(...)"
     return [
         f"create the {factory} from the process's context:",
-        f"    ctx = multiprocessing.get_context({finding.target!r}); ctx.{factory}(...)",
+        f"    ctx = {package}.get_context({finding.target!r}); ctx.{factory}(...)",
         f"or start the {via} from the {factory}'s context:",
         f"    {start_from_origin}",
     ]

@@ -40,6 +40,7 @@ STOP_CODES: Dict[int, CodeType] = {}  # by id: frames below the user's program (
 # is to start processes for the user (their frames would hide the user's call).
 _INTERNAL_PACKAGES = (
     *("multiprocessing", "concurrent.futures", "wrapt", "mpsanitizer", "threading"),
+    *("multiprocess", "billiard"),  # copies of multiprocessing (flavours.py)
     *("joblib", "loky", "pebble", "torch.multiprocessing"),
 )
 _internal_modules: Dict[Optional[str], bool] = {None: False}

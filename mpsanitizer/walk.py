@@ -14,6 +14,8 @@ from itertools import islice
 from multiprocessing import process
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from . import flavours
+
 ATOMIC = frozenset(
     {int, float, complex, bool, str, bytes, bytearray, type(None), range, type(Ellipsis)}
 )
@@ -28,9 +30,9 @@ _OPAQUE = (
 
 # Modules whose process targets take well-known arguments: name them in paths.
 _INTERNAL_TARGETS = {
-    "multiprocessing.pool": "Pool",
+    **{f"{package}.pool": "Pool" for package in flavours.PACKAGES},
     "concurrent.futures.process": "ProcessPoolExecutor",
-    "multiprocessing.managers": "Manager",
+    **{f"{package}.managers": "Manager" for package in flavours.PACKAGES},
     "joblib.externals.loky.process_executor": "loky",
     "loky.process_executor": "loky",
 }

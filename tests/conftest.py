@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import warnings
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ def sanitizer() -> Iterator[None]:
         yield
     finally:
         mpsanitizer.disable()
+        gc.collect()  # finalize the test's semaphores here, not inside a later test's calls
 
 
 @pytest.fixture

@@ -221,7 +221,9 @@ def test_pickled_bytes_are_unchanged_by_the_scan() -> None:
     try:
         plain, scanned = io.BytesIO(), io.BytesIO()
         reduction.ForkingPickler(plain).dump(proc)
-        handoff.scanning_pickler(scanned, None, "spawn", elide=False).dump(proc)
+        handoff.scanning_pickler(
+            "multiprocessing", scanned, None, "spawn", False, "multiprocessing"
+        ).dump(proc)
         assert scanned.getvalue() == plain.getvalue()
         data = io.BytesIO()
         reduction.dump(proc, data)

@@ -4,7 +4,6 @@ check."""
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import subprocess
 import sys
@@ -26,18 +25,8 @@ def own_process(obj: Any, *more: Any) -> own_popen.OwnProcess:
     return own_popen.OwnProcess(target=h.touch, args=(obj, *more))
 
 
-@pytest.fixture
-def enabled():
-    mpsanitizer.enable()
-    try:
-        yield
-    finally:
-        mpsanitizer.disable()
-        gc.collect()
-
-
 @pytest.mark.parametrize("kind", list(h.MAKERS))
-def test_fork_born_object_is_an_error_before_the_child_exists(kind: str, enabled: None) -> None:
+def test_fork_born_object_is_an_error_before_the_child_exists(kind: str, sanitizer: None) -> None:
     obj = h.MAKERS[kind](multiprocessing.get_context("fork"))
     proc = own_process(obj)
     with pytest.raises(ContextMismatchError) as info:
@@ -64,7 +53,7 @@ def test_native_run_of_that_hand_off_really_fails(kind: str) -> None:
         assert h.exit_code(own_process(obj)) == -11
 
 
-def test_every_offender_of_the_start_in_one_report(enabled: None) -> None:
+def test_every_offender_of_the_start_in_one_report(sanitizer: None) -> None:
     fork = multiprocessing.get_context("fork")
     lock, queue = fork.Lock(), fork.Queue()
     spawn_lock = multiprocessing.get_context("spawn").Lock()
@@ -76,7 +65,7 @@ def test_every_offender_of_the_start_in_one_report(enabled: None) -> None:
 
 
 @pytest.mark.parametrize("kind", ["Lock", "Queue", "Event"])
-def test_spawn_born_object_is_silent_and_the_child_uses_it(kind: str, enabled: None) -> None:
+def test_spawn_born_object_is_silent_and_the_child_uses_it(kind: str, sanitizer: None) -> None:
     obj = h.MAKERS[kind](multiprocessing.get_context("spawn"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
