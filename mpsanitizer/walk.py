@@ -113,7 +113,7 @@ def _instance_attributes(obj: Any) -> Dict[str, Any]:
 
 
 # How a child hangs from its parent: kind and key, formatted only when a path is needed.
-INDEX, KEY, KEY_OBJECT, ITEM, ATTR, REDUCE_ARGS, STATE = range(7)
+INDEX, KEY, KEY_OBJECT, ITEM, ATTR, REDUCE_ARGS, STATE, CLOSURE, GLOBAL = range(9)
 Part = Tuple[int, Any, Any]  # (kind, key, child)
 _SPECIAL = (list, tuple, dict, set, frozenset, deque, functools.partial, types.MethodType)
 _PLAIN_CLASSES: Dict[type, bool] = {}  # True: instances carry a __dict__ and nothing else
@@ -220,6 +220,8 @@ def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
     its arguments, state, list items and dict items. Runs the object's own reduction,
     as pickling does: only for naming an offender that pickling already found."""
     found = parts(obj, limit)
+    if type(obj) is types.FunctionType:
+        return found + _function_parts(obj)
     if isinstance(obj, (*_SPECIAL, *_OPAQUE)):
         return found
     try:
@@ -241,6 +243,25 @@ def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
             if type(value) not in ATOMIC:
                 found.append((KEY, key, value))
     return found
+
+
+def _function_parts(func: types.FunctionType) -> List[Part]:
+    """What a pickler that pickles functions by value (cloudpickle, for loky) sends with
+    one: its closure cells, defaults and the globals its code names."""
+    found: List[Part] = []
+    for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+        try:
+            found.append((CLOSURE, name, cell.cell_contents))
+        except ValueError:  # an empty cell
+            continue
+    if func.__defaults__:
+        found.append((ATTR, "__defaults__", func.__defaults__))
+    found.extend(
+        (GLOBAL, name, func.__globals__[name])
+        for name in func.__code__.co_names
+        if name in func.__globals__
+    )
+    return [part for part in found if type(part[2]) not in ATOMIC]
 
 
 def _is_plain(cls: type) -> bool:
@@ -268,6 +289,10 @@ def format_part(kind: int, key: Any) -> str:
         return ".<reduce args>"
     if kind == STATE:
         return ".<state>"
+    if kind == CLOSURE:
+        return f".<closure {key}>"
+    if kind == GLOBAL:
+        return f".<global {key}>"
     return f".{key}"
 
 

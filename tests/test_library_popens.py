@@ -89,28 +89,41 @@ def test_warn_mode_warns_then_lets_cpython_decide(mixing_warnings: List) -> None
     assert warning.message.finding.target == own_popen.METHOD
 
 
-def test_loky_executor_initargs() -> None:
-    """joblib's loky: its own Popen, its own pickler, its own start method name."""
-    pytest.importorskip("joblib")
-    script = """
+LOKY = """
 import multiprocessing, mpsanitizer
 from joblib.externals.loky import get_reusable_executor
 import mp_helpers as h
 mpsanitizer.enable()
-lock = multiprocessing.get_context("fork").Lock()
-executor = get_reusable_executor(max_workers=1, initializer=h.touch_init, initargs=(None, lock))
-try:
-    executor.submit(h.ping).result(60)
-except mpsanitizer.ContextMismatchError as error:
-    (finding,) = error.findings
-    f = finding
-    print(f.object_type, f.path, f.target, f.via, f.started_at[-1].lineno)
+def main():
+    lock = multiprocessing.get_context("fork").Lock()
+    def init():  # pickled by value, with its closure, by cloudpickle
+        h.touch(lock)
+    executor = get_reusable_executor(max_workers=1, {how})
+    try:
+        executor.submit(h.ping).result(60)
+    except mpsanitizer.ContextMismatchError as error:
+        (f,) = error.findings
+        print(f.object_type, f.path, f.target, f.via, f.started_at[-1].lineno, sep="|")
+main()
 """
+
+
+@pytest.mark.parametrize(
+    ("how", "path"),
+    [
+        ("initializer=h.touch_init, initargs=(None, lock)", "initargs[1]"),
+        ("initializer=init", "initializer.<closure lock>"),
+    ],
+)
+def test_loky_executor(how: str, path: str) -> None:
+    """joblib's loky: its own Popen, its own pickler, its own start method name."""
+    pytest.importorskip("joblib")
     tests = str(Path(__file__).resolve().parent)
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tests
-    )
-    assert result.stdout.split() == ["Lock", "initargs[1]", "loky", "loky", "9"], result.stderr
+        [sys.executable, "-c", LOKY.format(how=how)], capture_output=True, text=True,
+        timeout=120, cwd=tests,
+    )  # fmt: skip
+    assert result.stdout.strip().split("|") == ["Lock", path, "loky", "loky", "12"], result.stderr
 
 
 WRAPPING_LIBRARY = """
