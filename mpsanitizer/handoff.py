@@ -222,7 +222,15 @@ class Checker:
             # The start fails natively (an unpicklable argument, CPython's own
             # check in warn mode): report what was seen, then let it through.
             pickler.release()
-            findings = self._safe_findings(obj, target, pickler.hits)
+            hits = pickler.hits  # and those the pickling did not reach before it failed:
+            try:
+                seen = {id(inner) for hit in hits for inner in kinds.nested(hit[0])}
+                for hit in _every_offender(obj, target, package):
+                    if not any(id(inner) in seen for inner in kinds.nested(hit[0])):
+                        hits.append(hit)
+            except Exception as exc:
+                report_fault("scanning a process's arguments", exc)
+            findings = self._safe_findings(obj, target, hits)
             error = self._deliver(findings, cause=native)
             if error is None:
                 raise
@@ -242,15 +250,7 @@ class Checker:
             if not _reportable(judge(lock, target), target):
                 return None
             proc = _starting_process()
-            hits: List[Hit] = []
-            if proc is not None:
-                roots = walk.process_roots(proc)
-                for obj in walk.tracked_objects(roots, kinds.is_tracked, 10_000, 1000):
-                    if flavours.package_of_class(type(obj)) != package:
-                        continue  # that package's own spawning state decides
-                    verdict = judge(obj, target)
-                    if _reportable(verdict, target):
-                        hits.append((obj, verdict, None))  # type: ignore[arg-type]
+            hits = _every_offender(proc, target, package) if proc is not None else []
             if not any(lock in kinds.nested(obj) for obj, _, _ in hits):
                 hits.append((lock, judge(lock, target), None))  # type: ignore[arg-type]
             findings = self._findings(proc, target, hits, popen)
@@ -361,6 +361,19 @@ class Checker:
 # Per thread, the popen whose start ``Checker.dump`` is pickling: its SemLocks are judged
 # by the scanning pickler, not again by ``Checker.semlock_getstate``.
 _dumping: Dict[int, Any] = {}
+
+
+def _every_offender(proc: Any, target: str, package: str) -> List[Hit]:
+    """Every tracked object of ``package`` in what ``proc`` sends, judged: for a start whose
+    pickling cannot show them all (a library's own, or one that fails at the first)."""
+    hits: List[Hit] = []
+    for obj in walk.tracked_objects(walk.process_roots(proc), kinds.is_tracked, 10_000, 1000):
+        if flavours.package_of_class(type(obj)) != package:
+            continue  # that package's own spawning state decides
+        verdict = judge(obj, target)
+        if verdict is not None and _reportable(verdict, target):
+            hits.append((obj, verdict, None))
+    return hits
 
 
 def _reportable(verdict: Optional[Verdict], target: str) -> bool:
