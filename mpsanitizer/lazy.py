@@ -38,7 +38,11 @@ _POINTS_OF_MODULE: "Dict[str, List[Tuple[str, str]]]" = {
     "sharedctypes": [("Value", "function"), ("Array", "function")],
     "reduction": [("dump", "function")],
     "popen_fork": [("Popen._launch", "method")],
+    "context": [("set_spawning_popen", "function")],  # the first spawning start
 }
+# Points left as they are until the first start: they run outside starts too, where a
+# stand-in's frame would show in CPython's own tracebacks (patches.py).
+AT_FIRST_START = frozenset({"__getstate__"})
 POINTS: "Dict[str, List[Tuple[str, str]]]" = {
     f"{package}.{module}": points
     for package in flavours.PACKAGES
@@ -131,6 +135,8 @@ def _install(module: "Any") -> None:
         if _settings is None:
             return
         for _, kind, owner, name in points_of(module):
+            if name in AT_FIRST_START:
+                continue
             original = unwrap(vars(owner)[name])
             stand_in = trampoline(owner, original, kind, fire)
             setattr(owner, name, stand_in)

@@ -32,8 +32,20 @@ _checker: Optional[Any] = None  # made at the first process start
 _fork_hook_installed = False
 
 
-# The start-time interceptions: attribute -> the Checker method that wraps it.
-_START_CHECKS = {"dump": "dump", "_launch": "fork_launch", "__getstate__": "semlock_getstate"}
+# The start-time interceptions: attribute -> the Checker method that wraps it (None: a
+# trigger only, put back as it was once the checks are on).
+_START_CHECKS = {
+    "dump": "dump",
+    "_launch": "fork_launch",
+    "__getstate__": "semlock_getstate",
+    "set_spawning_popen": None,
+}
+# Library Popens that pickle without reduction.dump: their import puts the checks on, in
+# case they hold the original set_spawning_popen (imported before enable()).
+_LIBRARY_POPENS = (
+    "joblib.externals.loky.backend.popen_loky_posix",
+    "loky.backend.popen_loky_posix",
+)
 
 
 def _after_fork_in_child() -> None:
@@ -84,6 +96,12 @@ def enable(settings: Settings) -> None:
             _fork_hook_installed = True
     for module_name in lazy.POINTS:  # outside our lock: an import may be under way
         imports.when_imported(module_name, _patch_module)
+    for module_name in _LIBRARY_POPENS:
+        imports.when_imported(module_name, _start_checks_for_library)
+
+
+def _start_checks_for_library(module: Any) -> None:
+    _start_checks()
 
 
 def _patch_module(module: Any) -> None:
@@ -96,6 +114,12 @@ def _patch_module(module: Any) -> None:
         _patched.append(module)
         try:
             for path, kind, owner, name in lazy.points_of(module):
+                if name in lazy.AT_FIRST_START:  # no stand-in: the original until a start
+                    original = lazy.unwrap(vars(owner)[name])
+                    _stand_ins.append((owner, name, original, None))
+                    if _checker is not None:
+                        _place_check(owner, name, original, None)
+                    continue
                 replacement = _apply(owner, name, _maker(path, owner, kind))
                 if lazy.is_stand_in(replacement):
                     _stand_ins.append((owner, name, replacement.__wrapped__, replacement))
@@ -139,7 +163,13 @@ def _start_checks() -> None:
 
 
 def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> None:
-    """Put the wrapt interception of one start-time point in place of its stand-in.
+    """Put the wrapt interception of one start-time point in place of its stand-in (None:
+    of the original itself).
+
+    ``SemLock.__getstate__`` runs for every SemLock pickled, mostly outside any start (a
+    Lock put in a Queue, which CPython refuses): its wrapper is enabled only while this
+    package's spawning Popen is set, and otherwise wrapt calls the original from C, so a
+    refusal shows CPython's own traceback, with no frame of ours.
 
     fork's ``Popen._launch`` gets the original instead while the process holds nothing
     born outside fork, the only kind a fork child can be handed wrongly: until then a
@@ -159,11 +189,29 @@ def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> No
         if not tracker.foreign:  # else one was made meanwhile, maybe before the line above
             return
         _deferred.pop()
-    wrapper = wrapt.FunctionWrapper(original, getattr(_checker, _START_CHECKS[name]))
-    lazy.point(stand_in, wrapper)  # for other code that calls the stand-in
+    check = _START_CHECKS[name]
+    if check is None:  # a trigger: straight through from now on
+        lazy.point(stand_in, original)
+        if vars(owner).get(name) is stand_in:
+            setattr(owner, name, original)
+        return
+    enabled = _spawning_popen_of(owner) if name == "__getstate__" else None
+    wrapper = wrapt.FunctionWrapper(original, getattr(_checker, check), enabled=enabled)
+    if stand_in is not None:
+        lazy.point(stand_in, wrapper)  # for other code that calls the stand-in
     if vars(owner).get(name) in (stand_in, original):
         setattr(owner, name, wrapper)
         _applied.append((owner, name, original, wrapper))
+
+
+def _spawning_popen_of(owner: Any) -> Callable[[], Any]:
+    """``get_spawning_popen`` of the package ``owner`` belongs to."""
+    import sys
+
+    from . import flavours
+
+    package = flavours.package_of(owner.__module__) or flavours.STANDARD
+    return sys.modules[f"{package}.context"].get_spawning_popen  # type: ignore[no-any-return]
 
 
 def _place_deferred() -> None:
@@ -187,6 +235,7 @@ def _step_aside(where: str, exc: BaseException) -> None:
 
     report_fault(where, exc)
     imports.forget(_patch_module)
+    imports.forget(_start_checks_for_library)
     _restore()
     _settings = None
     _checker = None
@@ -201,7 +250,8 @@ def _restore() -> None:
     tracker.on_first_foreign = None
     while _stand_ins:
         _, _, original, stand_in = _stand_ins.pop()
-        lazy.point(stand_in, original)  # straight through, for whoever still calls it
+        if stand_in is not None:
+            lazy.point(stand_in, original)  # straight through, for whoever still calls it
     while _applied:
         owner, name, original, replacement = _applied.pop()
         if vars(owner).get(name) is replacement:
@@ -215,6 +265,7 @@ def disable() -> None:
 
     lazy.disarm()
     imports.forget(_patch_module)
+    imports.forget(_start_checks_for_library)
     with _lock:
         _restore()
         _settings = None

@@ -271,7 +271,7 @@ def test_internal_fault_fails_open(monkeypatch, capfd) -> None:
 def test_a_fault_preparing_the_start_checks_steps_aside_natively(monkeypatch, capfd) -> None:
     import wrapt
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise LookupError("no wrapper today")
 
     mpsanitizer.enable()
@@ -430,3 +430,21 @@ def test_enable_disable_from_many_threads_while_others_create_primitives() -> No
     mpsanitizer.enable()
     with pytest.raises(ContextMismatchError):
         SPAWN.Process(target=h.touch, args=(FORK.Lock(),)).start()
+
+
+@pytest.mark.parametrize("after_a_start", [False, True])
+def test_a_lock_pickled_outside_a_start_fails_with_cpythons_own_traceback(after_a_start) -> None:
+    """Putting a Lock in a Queue is refused by CPython; no frame of ours joins its traceback."""
+    import pickle
+    import traceback
+
+    mpsanitizer.enable()
+    try:
+        if after_a_start:
+            assert start(FORK.Process(target=h.ping)) == 0
+        with pytest.raises(RuntimeError, match="through inheritance") as info:
+            pickle.dumps(FORK.Lock())
+    finally:
+        mpsanitizer.disable()
+    files = [frame.filename for frame in traceback.extract_tb(info.tb)]
+    assert not [name for name in files if "mpsanitizer" in name], files
