@@ -11,6 +11,7 @@ on. A child that only runs its target never pays more than the hook.
 
 import sys
 from _thread import RLock
+from os import getpid as _getpid
 
 from . import flavours, imports
 
@@ -201,10 +202,30 @@ def fire() -> None:
             point(stand_in, vars(owner)[name])
 
 
-def _say_summary() -> None:
-    from .relaunch import say_summary
+def own_findings_line() -> "Optional[str]":
+    """``mpsanitizer: findings in process N: ...``, or None when there were none."""
+    handoff = sys.modules.get("mpsanitizer.handoff")
+    findings = handoff.seen_findings() if handoff is not None else []
+    if not findings:
+        return None
+    summarize = sys.modules["mpsanitizer.findings"].summarize  # handoff imported it
+    return f"mpsanitizer: findings in process {_getpid()}: {summarize(findings)}"
 
-    say_summary()
+
+def _say_summary() -> None:
+    """At exit of the process the runner became. It imports nothing: running a module's
+    code at exit makes CPython forget an uncaught KeyboardInterrupt, and the process would
+    exit with status 1 instead of dying of SIGINT as python's does."""
+    try:
+        line = own_findings_line()
+        if line is not None:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+    except Exception as exc:  # our fault, or a closed stream: never the exit status
+        try:  # noqa: SIM105 (contextlib is not imported at exit, for the reason above)
+            sys.stderr.write(f"mpsanitizer: internal error while summing up ({exc!r})\n")
+        except Exception:
+            pass
 
 
 def _is_helper_process() -> bool:

@@ -251,7 +251,7 @@ def run(code: types.CodeType, module: types.ModuleType) -> int:
     else:
         return 0
     report(error)  # outside the handler, as python calls the hook: nothing is being handled
-    if isinstance(error, KeyboardInterrupt):
+    if type(error) is KeyboardInterrupt:  # exactly: python exits 1 for a subclass
         global _interrupted
         _interrupted = True  # die of SIGINT once the interpreter has finalized, as python does
         return 128 + signal.SIGINT

@@ -17,7 +17,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the program may have a typing.py of its own: python would not import ours
-    from typing import Dict, List, Optional
+    from typing import Dict, List
 
 # The pid of the process the runner became: its activation registers the summary (lazy.py).
 RUNNER = "MPSANITIZE_RUNNER"
@@ -74,25 +74,3 @@ def become(program: List[str], environment: Dict[str, str]) -> None:
     with contextlib.suppress(Exception):
         os.execv(sys.executable, [sys.executable, *interpreter_flags(), *program])
     del os.environ[RUNNER]
-
-
-def own_findings_line() -> Optional[str]:
-    """``mpsanitizer: findings in process N: ...``, or None when there were none."""
-    handoff = sys.modules.get("mpsanitizer.handoff")
-    findings = handoff.seen_findings() if handoff is not None else []
-    if not findings:
-        return None
-    from .findings import summarize
-
-    return f"mpsanitizer: findings in process {os.getpid()}: {summarize(findings)}"
-
-
-def say_summary() -> None:
-    try:
-        line = own_findings_line()
-        if line is not None:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
-    except Exception as exc:  # our fault, or a closed stream: never the exit status
-        with contextlib.suppress(Exception):
-            sys.stderr.write(f"mpsanitizer: internal error while summing up ({exc!r})\n")

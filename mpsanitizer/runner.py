@@ -186,7 +186,9 @@ class _Finish:
 
     def _summary(self) -> bool:
         """Say what was found, here and in the child processes; True if anything was."""
-        own = relaunch.own_findings_line()
+        from .lazy import own_findings_line
+
+        own = own_findings_line()
         children = self._children_findings()
         if own is not None:
             say(own)

@@ -211,6 +211,22 @@ def test_keyboard_interrupt_exits_like_python_after_finalizing(tmp_path: Path) -
 
 
 @both_ways
+@pytest.mark.parametrize(
+    "code",
+    [
+        "print('a')\nraise KeyboardInterrupt",  # no multiprocessing: our hooks never fired
+        "import sys\nsys.excepthook = lambda *a: print('hook')\nraise KeyboardInterrupt",
+        "class K(KeyboardInterrupt): pass\nraise K()",  # python dies of SIGINT only for its own
+    ],
+)
+def test_an_uncaught_keyboard_interrupt_ends_the_process_as_pythons_does(tmp_path, code) -> None:
+    (tmp_path / "app.py").write_text(code)
+    native = python(["app.py"], tmp_path)
+    sanitized = python(["-m", "mpsanitizer", "app.py"], tmp_path)
+    assert (sanitized.returncode, sanitized.stdout) == (native.returncode, native.stdout)
+
+
+@both_ways
 def test_uncaught_mismatch_prints_report_and_exits_1() -> None:
     result = python(["-m", "mpsanitizer", "fork_lock_to_spawn.py"], EXAMPLES)
     assert result.returncode == 1
