@@ -34,12 +34,44 @@ def interpreter_flags() -> List[str]:
             return list(argv[1:i])
         if arg[:1] == "-" and arg[1:2] != "-" and arg[-1:] == "m" and following in _MODULE_NAMES:
             return [*argv[1:i], *([arg[:-1]] if arg != "-m" else [])]  # -m, or -Bm mpsanitizer
+    return _flags_from_state()
+
+
+def _flags_from_state() -> List[str]:
+    """3.9: the options rebuilt from what they set. multiprocessing's own rebuilding
+    (``-B``, ``-O``, ``-W``, ``-I``, some ``-X``...) plus what it leaves out: ``-i``,
+    ``-u``, every other ``-X`` and ``--check-hash-based-pycs``."""
+    import _imp
+    import io
     import subprocess
 
     flags = list(getattr(subprocess, "_args_from_interpreter_flags", list)())
     if sys.flags.inspect and not os.environ.get("PYTHONINSPECT"):
         flags.append("-i")
+    stdout_buffer = getattr(sys.__stdout__, "buffer", None)
+    if isinstance(stdout_buffer, io.FileIO) and not os.environ.get("PYTHONUNBUFFERED"):
+        flags.append("-u")  # only -u leaves stdout without a buffer
+    given = {flags[i + 1].partition("=")[0] for i, flag in enumerate(flags[:-1]) if flag == "-X"}
+    for name, value in getattr(sys, "_xoptions", {}).items():
+        if name not in given:
+            flags += ["-X", name if value is True else f"{name}={value}"]
+    mode = getattr(_imp, "check_hash_based_pycs", "default")
+    if mode != "default":
+        flags += ["--check-hash-based-pycs", mode]
     return flags
+
+
+def _argv0() -> str:
+    """What python was called as (``python3``, found on PATH), for the process to keep
+    its name: ``sys.orig_argv[0]`` or, on 3.9, the kernel's record of it."""
+    argv = getattr(sys, "orig_argv", None)
+    if argv:
+        return argv[0]
+    try:
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            return os.fsdecode(cmdline.read().split(b"\0")[0]) or sys.executable
+    except OSError:
+        return sys.executable
 
 
 def possible() -> bool:
@@ -72,5 +104,5 @@ def become(program: List[str], environment: Dict[str, str]) -> None:
         with contextlib.suppress(Exception):
             stream.flush()
     with contextlib.suppress(Exception):
-        os.execv(sys.executable, [sys.executable, *interpreter_flags(), *program])
+        os.execv(sys.executable, [_argv0(), *interpreter_flags(), *program])
     del os.environ[RUNNER]

@@ -46,6 +46,10 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], Set[str], str, str, List[
             if i + 1 >= len(argv):
                 raise UsageError(f"argument {arg} needs a value")
             return values, switches, arg, argv[i + 1], argv[i + 2 :]
+        if arg == "--":  # as python: what follows is the script, whatever it looks like
+            if i + 1 >= len(argv):
+                raise UsageError("no script after --")
+            return values, switches, "script", argv[i + 1], argv[i + 2 :]
         if arg == "--strict":
             values["strict"] = True
         elif arg in SWITCHES:
@@ -85,6 +89,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _usage_error(exc)
     if argv is None and not switches and _runnable(kind, target) and relaunch.possible():
         program = [target, *args] if kind == "script" else [kind, target, *args]
+        if kind == "script" and target.startswith("-") and target != "-":
+            program.insert(0, "--")  # a script named like an option, as it was given
         relaunch.become(program, options.to_environment(settings))
     from .program import NotCompiled, prepare, report, rerun_natively, run
 

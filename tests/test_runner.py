@@ -797,3 +797,31 @@ def test_under_a_tracer_the_runner_keeps_the_program_in_its_interpreter(tmp_path
     (tmp_path / "app.py").write_text("import inspect\nprint(len(inspect.stack()) > 1)\n")
     result = python(["-c", TRACED], tmp_path)
     assert result.stdout.splitlines() == ["True", "traced the program: True"], result.stderr
+
+
+FLAGS = """
+import os, sys
+print(sys._xoptions.get("frob"), sys.flags.optimize, sys.flags.inspect)
+sys.stdout.write("unbuffered or lost")  # lost at os._exit unless -u
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("flags", [["-u", "-X", "frob=1"], ["-uO", "-Xfrob"]])
+def test_interpreter_options_reach_the_program_on_every_version(tmp_path, flags) -> None:
+    """3.9 has no sys.orig_argv: -u, every -X and the rest are rebuilt from their effects."""
+    (tmp_path / "app.py").write_text(FLAGS)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "MPSANITIZE")}
+
+    def run(args):
+        return subprocess.run(
+            [sys.executable, *flags, *args, "app.py"], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=60,
+        ).stdout  # fmt: skip
+
+    assert run(["-m", "mpsanitizer"]) == run([])
+
+
+def test_dash_dash_ends_the_options_as_it_does_for_python(tmp_path: Path) -> None:
+    (tmp_path / "-odd.py").write_text("import sys; print(sys.argv)")
+    assert same_as_python(["--", "-odd.py", "x"], tmp_path).stdout == "['-odd.py', 'x']\n"
