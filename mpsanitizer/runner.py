@@ -73,10 +73,11 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], Set[str], str, str, List[
     raise UsageError("no script, -m module or -c code to run")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, path0: Optional[str] = None) -> int:
     """Run the program: as ``python`` itself (:mod:`mpsanitizer.relaunch`) where it can,
     else in this interpreter; ``argv``: ours, from ``sys.argv`` when None (only then does it
-    replace the process)."""
+    replace the process). ``path0``: the entry ``python -m`` put first on ``sys.path``,
+    which ``__main__`` took off while we import, put back before the program runs here."""
     try:
         cli, switches, kind, target, args = parse(list(sys.argv[1:] if argv is None else argv))
         fail_on_warning = "--fail-on-warning" in switches
@@ -94,6 +95,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         relaunch.become(program, options.to_environment(settings))
     from .program import NotCompiled, prepare, report, rerun_natively, run
 
+    if path0 is not None:
+        sys.path.insert(0, path0)
     try:
         code, module = prepare(kind, target, args)
     except (UsageError, ValueError) as exc:
@@ -132,7 +135,7 @@ def _usage_error(exc: Exception) -> int:
     return EXIT_USAGE
 
 
-def _runnable(kind: str, target: str) -> bool:
+def _runnable(kind: str, target: str, path0: Optional[str] = None) -> bool:
     """Whether python would find what to run, as far as can be told without running any
     of the program's code (a package's ``__init__``): else the in-process runner says why,
     in our one line and status 2."""
@@ -146,10 +149,15 @@ def _runnable(kind: str, target: str) -> bool:
 
     parents = target.split(".")[:-1]
     imported = all(".".join(parents[: i + 1]) in sys.modules for i in range(len(parents)))
+    if path0 is not None:
+        sys.path.insert(0, path0)  # where python -m looks first
     try:  # with a parent not imported yet, only the top level can be looked up
         return importlib.util.find_spec(target if imported else target.split(".")[0]) is not None
     except (ImportError, AttributeError, TypeError, ValueError):
         return False
+    finally:
+        if path0 is not None:
+            sys.path.remove(path0)
 
 
 class _Finish:

@@ -825,3 +825,15 @@ def test_interpreter_options_reach_the_program_on_every_version(tmp_path, flags)
 def test_dash_dash_ends_the_options_as_it_does_for_python(tmp_path: Path) -> None:
     (tmp_path / "-odd.py").write_text("import sys; print(sys.argv)")
     assert same_as_python(["--", "-odd.py", "x"], tmp_path).stdout == "['-odd.py', 'x']\n"
+
+
+@both_ways
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="runpy imports contextlib itself")
+def test_modules_of_the_current_directory_do_not_shadow_ours(tmp_path: Path) -> None:
+    """python sub/app.py does not see ./contextlib.py; python -m puts . first on the path."""
+    (tmp_path / "contextlib.py").write_text("raise ImportError('the wrong contextlib')")
+    (tmp_path / "mymod.py").write_text("print('mymod ran')")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "app.py").write_text("import sys; print(sys.path[0])")
+    same_as_python(["sub/app.py"], tmp_path)
+    same_as_python(["-m", "mymod"], tmp_path)
