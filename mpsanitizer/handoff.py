@@ -12,6 +12,7 @@ import functools
 import pickle
 import sys
 import threading
+from multiprocessing.process import BaseProcess as _BaseProcess
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import flavours, jsonlog, kinds, origins, stacks, walk
@@ -156,7 +157,7 @@ class Checker:
         if (
             origins.tracker.foreign
             and getattr(instance, "method", "fork") == "fork"
-            and isinstance(proc, flavours.classes("process", "BaseProcess"))
+            and _is_process(proc)
         ):
             findings: List[Finding] = []
             try:
@@ -173,7 +174,7 @@ class Checker:
         obj = args[0] if args else kwargs.get("obj")
         package = flavours.package_of(getattr(wrapped, "__module__", None)) or flavours.STANDARD
         popen = flavours.spawning_popen(package)
-        if popen is None or not isinstance(obj, flavours.classes("process", "BaseProcess")):
+        if popen is None or not _is_process(obj):
             return wrapped(*args, **kwargs)
         thread = threading.get_ident()
         _dumping[thread] = popen
@@ -363,6 +364,14 @@ class Checker:
 _dumping: Dict[int, Any] = {}
 
 
+def _is_process(obj: Any) -> bool:
+    """A process object of multiprocessing (first, without building anything: this runs in
+    every fork start) or of one of its copies."""
+    if isinstance(obj, _BaseProcess):
+        return True
+    return isinstance(obj, flavours.classes("process", "BaseProcess"))
+
+
 def _every_offender(proc: Any, target: str, package: str) -> List[Hit]:
     """Every tracked object of ``package`` in what ``proc`` sends, judged: for a start whose
     pickling cannot show them all (a library's own, or one that fails at the first)."""
@@ -398,7 +407,7 @@ def _starting_process() -> Any:
     library's Popen need not keep it anywhere else."""
     for _, frame in _start_frames():
         proc = frame.f_locals.get("self")
-        return proc if isinstance(proc, flavours.classes("process", "BaseProcess")) else None
+        return proc if _is_process(proc) else None
     return None
 
 
