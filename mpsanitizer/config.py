@@ -23,6 +23,10 @@ def checked_log_path(value: object) -> str:
             f"log_path {path!r} contains {' and '.join(map(repr, separators))}: child processes "
             "receive it in MPSANITIZE_OPTIONS, where ':' and ',' separate options"
         )
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        # else every process would drop its findings' records without a word
+        raise ValueError(f"log_path {path!r}: {directory!r} is not a writable directory")
     return path
 
 

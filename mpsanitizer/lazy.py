@@ -251,7 +251,7 @@ def activate_from_environment() -> None:
     except ValueError as exc:
         message = str(exc)
         if not message.startswith("mpsanitizer:"):
-            message = f"mpsanitizer: {message}"
+            message = f"mpsanitizer: error: {message}"
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
         os._exit(2)

@@ -52,6 +52,8 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], Set[str], str, str, List[
             return values, switches, "script", argv[i + 1], argv[i + 2 :]
         if arg == "--strict":
             values["strict"] = True
+        elif arg.startswith("--strict="):
+            values["strict"] = options.convert("strict", arg.partition("=")[2], "--strict")
         elif arg in SWITCHES:
             switches.add(arg)
         elif arg.startswith("--"):

@@ -384,7 +384,8 @@ def test_bad_environment_is_one_line_and_non_zero(env: Dict[str, str], tmp_path:
     result = python(["-c", "print('ran')"], tmp_path, env)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("mpsanitizer: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("mpsanitizer: error: ")
 
 
 NESTED = """
@@ -633,6 +634,25 @@ def test_resource_tracker_is_skipped(tmp_path: Path) -> None:
     code = "import mpsanitizer; print(mpsanitizer.is_enabled())  # multiprocessing.resource_tracker"
     result = python(["-c", code], tmp_path, {"MPSANITIZE": "1"})
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_a_log_path_in_no_writable_directory_is_refused(tmp_path: Path) -> None:
+    """Else every process would drop its records without a word."""
+    prefix = str(tmp_path / "missing" / "log")
+    result = python(["-m", "mpsanitizer", "--log-path", prefix, "-c", "print('ran')"], tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"mpsanitizer: error: --log-path: log_path {prefix!r}: "
+        f"{str(tmp_path / 'missing')!r} is not a writable directory\n"
+    )
+
+
+@pytest.mark.parametrize(("flag", "status"), [("--strict=1", 1), ("--strict=off", 0)])
+def test_strict_takes_a_value_too(flag: str, status: int) -> None:
+    result = python(["-m", "mpsanitizer", flag, "spawn_lock_to_fork.py"], EXAMPLES)
+    assert result.returncode == status, result.stderr  # strict: the mixing is an error
+    bad = python(["-m", "mpsanitizer", "--strict=maybe", "spawn_lock_to_fork.py"], EXAMPLES)
+    assert bad.returncode == 2 and bad.stderr.startswith("mpsanitizer: error: --strict")
 
 
 @pytest.mark.parametrize("name", ["a:b", "a,b"])
