@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 
-from . import origins
+from . import flavours, origins
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
@@ -93,7 +93,9 @@ def _make(template: str, original: Callable) -> Callable:
         "_mps_building": origins.building,
         "_mps_ident": threading.get_ident,
         "_mps_tracker": origins.tracker,
-        "_mps_start_method": origins.start_method,
+        "_mps_start_method": origins.start_method_of(
+            flavours.package_of(getattr(original, "__module__", None)) or flavours.STANDARD
+        ),
         "_mps_fail": origins.fail,
     }
     exec(compile(source, f"<mpsanitizer hook for {original.__qualname__}>", "exec"), namespace)

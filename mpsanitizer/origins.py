@@ -77,19 +77,35 @@ def origin_of(semlock: Any) -> Optional[Origin]:
     return getattr(semlock, ATTRIBUTE, None)
 
 
-def start_method(ctx: Any) -> str:
-    """The start method of the context a SemLock was made with (None: the default one,
-    SemLock's own rule), counting the records born outside fork."""
+def start_method(ctx: Any, package: str = "multiprocessing") -> str:
+    """The start method of the context a SemLock was made with (None: the default one of
+    its package, SemLock's own rule), counting the records born outside fork."""
     if ctx is None:
-        from multiprocessing import context
-
-        ctx = context._default_context
+        ctx = _default_context(package)
     method = ctx.get_start_method()
     if method != "fork":
         tracker.foreign += 1
         if tracker.on_first_foreign is not None:
             tracker.on_first_foreign()
     return method
+
+
+def start_method_of(package: str) -> Callable[[Any], str]:
+    """:func:`start_method` for the SemLocks of ``package`` (a copy of multiprocessing has
+    its own default context)."""
+    if package == "multiprocessing":
+        return start_method
+    return lambda ctx: start_method(ctx, package)
+
+
+def _default_context(package: str) -> Any:
+    import sys
+
+    if package == "multiprocessing":
+        from multiprocessing import context
+    else:
+        context = sys.modules[f"{package}.context"]
+    return context._default_context
 
 
 def fail(exc: BaseException) -> None:

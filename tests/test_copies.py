@@ -106,3 +106,25 @@ def test_a_standard_lock_in_a_copys_process_fails_as_it_does_natively(copy, sani
     proc = copy.get_context("spawn").Process(target=print, args=(multiprocessing.Lock(),))
     with pytest.raises(RuntimeError, match="only be shared between processes through inheritance"):
         proc.start()
+
+
+def test_a_copys_primitive_made_without_ctx_takes_that_copys_default_context(copy) -> None:
+    """Direct construction with ctx=None: the copy's own default, not multiprocessing's."""
+    script = f"""
+import mpsanitizer, {copy.__name__} as mp
+from {copy.__name__} import synchronize
+import mp_helpers
+if __name__ == "__main__":
+    mp.set_start_method("spawn", force=True)
+    mpsanitizer.enable()
+    lock = synchronize.Lock(ctx=None)
+    proc = mp.get_context("spawn").Process(target=mp_helpers.touch, args=(lock,))
+    proc.start()
+    proc.join(60)
+    print(lock._mpsanitizer_origin[0], proc.exitcode)
+"""
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script], cwd=TESTS, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert result.stdout.split() == ["spawn", "0"], result.stderr
