@@ -108,6 +108,19 @@ def _set_path0(entry: str, always: bool = False) -> None:
         sys.path.insert(0, entry)
 
 
+def _script_directory(path: str) -> str:
+    """``sys.path[0]`` for a script, as CPython computes it: the script's own symbolic link
+    read once, then the real path where there is one (``/dev/stdin`` has none: its
+    directory stays ``/proc/self/fd``), then its directory."""
+    try:
+        link = os.readlink(path)
+        path = link if os.path.isabs(link) else os.path.join(os.path.dirname(path), link)
+    except OSError:
+        pass
+    real = os.path.realpath(path)
+    return os.path.dirname(real if os.path.exists(real) else path)
+
+
 def _importer(entry: str) -> object:
     """The finder a sys.path entry gets (a directory's, a zip file's), or None for a
     plain file: what CPython asks to tell a script from a directory or zip application."""
@@ -196,7 +209,7 @@ def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, ty
     except OSError as exc:
         raise UsageError(f"can't open file {target!r}: {exc.strerror}") from None
     sys.argv = [target, *args]
-    _set_path0(os.path.dirname(os.path.realpath(path)))  # symbolic links resolved, as python does
+    _set_path0(_script_directory(path))
     code = _compile(source, path, rerun=[target, *args])
     loader = importlib.machinery.SourceFileLoader("__main__", path)
     return code, _fresh_main(

@@ -857,3 +857,10 @@ def test_modules_of_the_current_directory_do_not_shadow_ours(tmp_path: Path) -> 
     (tmp_path / "sub" / "app.py").write_text("import sys; print(sys.path[0])")
     same_as_python(["sub/app.py"], tmp_path)
     same_as_python(["-m", "mymod"], tmp_path)
+
+
+@both_ways
+def test_a_script_read_through_a_symbolic_link_to_a_pipe(tmp_path: Path) -> None:
+    """python /dev/stdin: the link is read once, the pipe has no real path."""
+    code = "import sys; print(sys.path[0], sys.argv)"
+    assert same_as_python(["/dev/stdin"], tmp_path, stdin=code).stdout.startswith("/proc/self/fd")
