@@ -3,7 +3,9 @@ judged against the child's real start method.
 
 spawn and forkserver pickle the process object before the child exists: the
 check rides on that very pickling (``reduction.dump``), so nothing is pickled
-twice. fork pickles nothing: a bounded walk of the process object does.
+twice. fork pickles nothing: a bounded walk of the process object does. A
+library's own Popen (loky's) pickles its own way: its SemLocks are judged where
+every pickler ends, ``SemLock.__getstate__``.
 """
 
 from __future__ import annotations

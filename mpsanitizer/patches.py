@@ -5,8 +5,10 @@ Creation hooks sit on the constructors every API ends in (``SemLock.__init__``,
 ``get_context(m).Lock()``, direct construction and the internals of Pool,
 ProcessPoolExecutor and Manager are all seen, and the bound methods
 ``multiprocessing/__init__.py`` copied at import need no rebinding. They are
-generated functions (:mod:`mpsanitizer.hooks`); the two start-time
-interceptions are wrapt ``FunctionWrapper``s.
+generated functions (:mod:`mpsanitizer.hooks`); the three start-time
+interceptions (``reduction.dump``, fork's ``Popen._launch``, ``SemLock.__getstate__``)
+are wrapt ``FunctionWrapper``s. The same points are patched in the copies of
+multiprocessing (:mod:`mpsanitizer.flavours`).
 """
 
 from __future__ import annotations
