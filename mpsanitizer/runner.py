@@ -126,6 +126,8 @@ def main(argv: Optional[List[str]] = None, path0: Optional[str] = None) -> int:
         finish.status = run(code, module)
     except SystemExit as exc:
         finish.status = exc.code  # type: ignore[assignment]
+        if sys.flags.inspect:  # python -i shows it, then gives the prompt
+            report(exc)
     return finish.status  # type: ignore[return-value]
 
 

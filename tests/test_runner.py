@@ -77,8 +77,10 @@ both_ways = pytest.mark.usefixtures("runner_way")
 def python(
     args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout=120, stdin=None
 ):
-    if _in_process and args[:2] == ["-m", "mpsanitizer"]:
-        args = [*args[:2], "--in-process", *args[2:]]
+    ours = ["-m", "mpsanitizer"]
+    runner = next((i for i in range(len(args) - 1) if args[i : i + 2] == ours), None)
+    if _in_process and runner is not None:  # after python's own options, if any
+        args = [*args[: runner + 2], "--in-process", *args[runner + 2 :]]
     full_env = dict(os.environ)
     full_env.pop("MPSANITIZE", None)
     full_env.pop("MPSANITIZE_OPTIONS", None)
@@ -746,7 +748,9 @@ def test_an_error_in_code_shows_what_python_shows(tmp_path: Path, code: str) -> 
 
 
 @both_ways
-@pytest.mark.parametrize("body", ["print('done')\n", "raise KeyError(1)\n"])
+@pytest.mark.parametrize(
+    "body", ["print('done')\n", "raise KeyError(1)\n", "import sys\nsys.exit(3)\n"]
+)
 def test_dash_i_gives_the_prompt_as_python_does(tmp_path: Path, body: str) -> None:
     (tmp_path / "app.py").write_text(body)
     stdin = "import sys\nprint(type(getattr(sys, 'last_value', None)).__name__)\n"
