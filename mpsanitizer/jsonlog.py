@@ -6,9 +6,10 @@ import glob
 import json
 import os
 import sys
-from typing import Any, Dict, Iterable, List
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List
 
-from .findings import Finding
+if TYPE_CHECKING:  # the runner's reader must not import dataclasses, inspect, threading
+    from .findings import Finding
 
 SCHEMA_VERSION = 1
 

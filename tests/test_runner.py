@@ -868,3 +868,11 @@ def test_a_script_read_through_a_symbolic_link_to_a_pipe(tmp_path: Path) -> None
     """python /dev/stdin: the link is read once, the pipe has no real path."""
     code = "import sys; print(sys.path[0], sys.argv)"
     assert same_as_python(["/dev/stdin"], tmp_path, stdin=code).stdout.startswith("/proc/self/fd")
+
+
+def test_fail_on_warning_imports_nothing_the_programs_exit_could_notice(tmp_path: Path) -> None:
+    """With threading imported, 3.12 loses the OverflowError line of sys.exit(2**80)."""
+    (tmp_path / "app.py").write_text("import sys; sys.exit(2**80)")
+    native = python(["app.py"], tmp_path)
+    sanitized = python(["-m", "mpsanitizer", "--fail-on-warning", "app.py"], tmp_path)
+    assert (sanitized.returncode, sanitized.stderr) == (native.returncode, native.stderr)
