@@ -6,9 +6,11 @@ import glob
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List
 
-if TYPE_CHECKING:  # the runner's reader must not import dataclasses, inspect, threading
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the runner's reader imports no typing, dataclasses, inspect, threading
+    from typing import Any, Dict, Iterable, List
+
     from .findings import Finding
 
 SCHEMA_VERSION = 1
