@@ -37,17 +37,46 @@ def package_of_class(cls: type) -> str:
     return found
 
 
+def per_package(of_module: "Dict[str, Any]") -> "Dict[str, Any]":
+    """``{"synchronize": x}`` -> ``{"multiprocessing.synchronize": x, "multiprocess...": x,
+    ...}``: a table of multiprocessing's modules, for every package."""
+    return {f"{p}.{module}": value for p in PACKAGES for module, value in of_module.items()}
+
+
+_full_names: "Dict[str, Tuple[str, ...]]" = {}
+_classes: "Dict[Tuple[str, str], Tuple[Tuple[Any, ...], Tuple[type, ...]]]" = {}
+
+
 def modules(name: str) -> "List[Any]":
     """The imported ``<package>.<name>`` modules, the standard library's first."""
-    found = (sys.modules.get(f"{package}.{name}") for package in PACKAGES)
-    return [module for module in found if module is not None]
+    return [module for module in _imported(name) if module is not None]
+
+
+def _imported(name: str) -> "Tuple[Any, ...]":
+    names = _full_names.get(name)
+    if names is None:
+        names = _full_names[name] = tuple(f"{package}.{name}" for package in PACKAGES)
+    return tuple(map(sys.modules.get, names))
 
 
 def classes(module: str, name: str) -> "Tuple[type, ...]":
     """Class ``name`` of every imported ``<package>.<module>``: ``classes("process",
-    "BaseProcess")``."""
-    found = (getattr(m, name, None) for m in modules(module))
-    return tuple(cls for cls in found if isinstance(cls, type))
+    "BaseProcess")``. Judging each tracked object asks: kept until another package's
+    module is imported."""
+    imported = _imported(module)
+    cached = _classes.get((module, name))
+    if cached is not None and cached[0] == imported:
+        return cached[1]
+    found = (getattr(m, name, None) for m in imported if m is not None)
+    result = tuple(cls for cls in found if isinstance(cls, type))
+    if not any(m is not None and initializing(m) for m in imported):
+        _classes[(module, name)] = (imported, result)
+    return result
+
+
+def initializing(module: "Any") -> bool:
+    """Whether ``module`` is still being imported (its classes may not exist yet)."""
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
 
 
 def spawning_popen(package: str) -> "Any":

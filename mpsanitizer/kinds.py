@@ -39,11 +39,7 @@ _OF_MODULE: Dict[str, Tuple[Tuple[str, str, Tuple[str, ...]], ...]] = {
     ),
 }
 
-_TABLE = {
-    f"{package}.{module}": entries
-    for package in flavours.PACKAGES
-    for module, entries in _OF_MODULE.items()
-}
+_TABLE = flavours.per_package(_OF_MODULE)
 
 # The tracked classes of the modules imported so far: no object of the others can exist,
 # and importing them to look would import ctypes into programs that never use it.
@@ -57,7 +53,7 @@ def _learn_imported() -> None:
     learned = False
     for module_name in list(_unlearned):
         module = sys.modules.get(module_name)
-        if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        if module is None or flavours.initializing(module):
             continue  # not imported, or still being imported
         classes = [getattr(module, name, None) for name, _, _ in _TABLE[module_name]]
         if None in classes and flavours.package_of(module_name) == flavours.STANDARD:

@@ -44,11 +44,9 @@ _POINTS_OF_MODULE: "Dict[str, List[Tuple[str, str]]]" = {
 # Points left as they are until the first start: they run outside starts too, where a
 # stand-in's frame would show in CPython's own tracebacks (patches.py).
 AT_FIRST_START = frozenset({"__getstate__"})
-POINTS: "Dict[str, List[Tuple[str, str]]]" = {
-    f"{package}.{module}": points
-    for package in flavours.PACKAGES
-    for module, points in _POINTS_OF_MODULE.items()
-}
+POINTS: "Dict[str, List[Tuple[str, str]]]" = flavours.per_package(_POINTS_OF_MODULE)
+# The pid of the process ``python -m mpsanitizer`` became (relaunch.py): it says the summary.
+RUNNER = "MPSANITIZE_RUNNER"
 
 _lock = RLock()
 _settings: "Optional[Settings]" = None
@@ -259,7 +257,7 @@ def activate_from_environment() -> None:
         return
     try:
         arm(settings)
-        if os.environ.pop("MPSANITIZE_RUNNER", None) == str(os.getpid()):
+        if os.environ.pop(RUNNER, None) == str(os.getpid()):
             import atexit  # built in: this is the process ``python -m mpsanitizer`` became
 
             atexit.register(_say_summary)  # before the program's handlers: runs after them

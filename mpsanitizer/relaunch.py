@@ -15,12 +15,13 @@ import contextlib
 import os
 import sys
 
+from .lazy import RUNNER  # the pid of the process the runner becomes, which sums up
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the program may have a typing.py of its own: python would not import ours
     from typing import Dict, List
 
-# The pid of the process the runner became: its activation registers the summary (lazy.py).
-RUNNER = "MPSANITIZE_RUNNER"
+
 _MODULE_NAMES = ("mpsanitizer", "mpsanitizer.__main__")
 
 
