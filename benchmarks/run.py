@@ -575,10 +575,8 @@ def _arg_sets() -> List[Tuple[str, tuple]]:
 
 
 def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
-    import wrapt
-
     import mpsanitizer
-    from mpsanitizer import handoff
+    from mpsanitizer import handoff, hooks
 
     checker = handoff.Checker(mpsanitizer.Settings())
     ctx = multiprocessing.get_context("fork")
@@ -593,8 +591,8 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
         pass
 
     # What enable() does to popen_fork.Popen._launch, on a stub that does not fork.
-    CheckedForkPopenStub._launch = wrapt.FunctionWrapper(  # type: ignore[method-assign]
-        vars(ForkPopenStub)["_launch"], checker.fork_launch
+    CheckedForkPopenStub._launch = hooks.fork_launch_hook(  # type: ignore[method-assign]
+        vars(ForkPopenStub)["_launch"], checker.fork_start
     )
     plain, checked = ForkPopenStub(), CheckedForkPopenStub()
     foreign = ForeignBorn()
@@ -634,7 +632,7 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
                 loop_timer(lambda proc=proc: checked._launch(proc), number),
                 None,
             )
-        row = Row.paired(f"fork `_launch` hook (wrapt + check), {label}", p)
+        row = Row.paired(f"fork `_launch` hook (with the check), {label}", p)
         row.ratio = row.ratio_iqr = None  # native is a no-op stub: a ratio means nothing
         section.rows.append(row)
         if label in ("small args", "100k-element list"):
@@ -664,7 +662,7 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
     )
     section.notes.append(
         "`_walk_fork` has no native counterpart (fork pickles nothing); the `_launch` rows "
-        "time the wrapper enable() installs on `popen_fork.Popen._launch` around a no-op "
+        "time the hook enable() installs on `popen_fork.Popen._launch` around a no-op "
         "stub against the bare stub, i.e. everything a fork start pays before `os.fork()`"
     )
     section.notes.append(

@@ -151,25 +151,23 @@ class Checker:
         self._warned = {}
         del _seen[:]
 
-    # -- wrapt wrappers ---------------------------------------------------
+    # -- the start-time interceptions ---------------------------------------
 
-    def fork_launch(self, wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
-        """``popen_fork.Popen._launch``: runs before ``os.fork()``."""
-        proc = args[0] if args else kwargs.get("process_obj")
-        if (
-            origins.tracker.foreign
-            and getattr(instance, "method", "fork") == "fork"
-            and _is_process(proc)
-        ):
-            findings: List[Finding] = []
-            try:
-                findings = self._findings(proc, "fork", self._walk_fork(proc))
-            except Exception as exc:
-                report_fault("checking a fork start", exc)
-            error = self._deliver(findings)
-            if error is not None:
-                raise error
-        return wrapped(*args, **kwargs)
+    def fork_start(self, popen: Any, proc: Any) -> Optional[ContextMismatchError]:
+        """fork's ``Popen._launch(popen, proc)``, before ``os.fork()``: the error to raise
+        there, if any (:func:`mpsanitizer.hooks.fork_launch_hook`). Everything it makes
+        is freed before the fork: each object freed after it would write to a page the
+        child now shares, and copy it."""
+        if getattr(popen, "method", "fork") != "fork" or not _is_process(proc):
+            return None
+        findings: List[Finding] = []
+        try:
+            hits = self._walk_fork(proc)
+            if hits:  # the common case calls nothing more: every call here faults pages
+                findings = self._findings(proc, "fork", hits)
+        except Exception as exc:
+            report_fault("checking a fork start", exc)
+        return self._deliver(findings) if findings else None
 
     def dump(self, wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
         """``reduction.dump``: the pickling a spawn or forkserver start performs."""
@@ -264,7 +262,7 @@ class Checker:
 
     def _walk_fork(self, proc: Any) -> List[Hit]:
         found = walk.tracked_objects(
-            walk.process_roots(proc), kinds.is_tracked, FORK_WALK_BUDGET, FORK_WALK_PER_CONTAINER
+            walk.child_objects(proc), kinds.is_tracked, FORK_WALK_BUDGET, FORK_WALK_PER_CONTAINER
         )
         hits: List[Hit] = []
         for obj in found:
@@ -378,7 +376,7 @@ def _every_offender(proc: Any, target: str, package: str) -> List[Hit]:
     """Every tracked object of ``package`` in what ``proc`` sends, judged: for a start whose
     pickling cannot show them all (a library's own, or one that fails at the first)."""
     hits: List[Hit] = []
-    for obj in walk.tracked_objects(walk.process_roots(proc), kinds.is_tracked, 10_000, 1000):
+    for obj in walk.tracked_objects(walk.child_objects(proc), kinds.is_tracked, 10_000, 1000):
         if flavours.package_of_class(type(obj)) != package:
             continue  # that package's own spawning state decides
         verdict = judge(obj, target)

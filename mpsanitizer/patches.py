@@ -5,10 +5,11 @@ Creation hooks sit on the constructors every API ends in (``SemLock.__init__``,
 ``get_context(m).Lock()``, direct construction and the internals of Pool,
 ProcessPoolExecutor and Manager are all seen, and the bound methods
 ``multiprocessing/__init__.py`` copied at import need no rebinding. They are
-generated functions (:mod:`mpsanitizer.hooks`); the three start-time
-interceptions (``reduction.dump``, fork's ``Popen._launch``, ``SemLock.__getstate__``)
-are wrapt ``FunctionWrapper``s. The same points are patched in the copies of
-multiprocessing (:mod:`mpsanitizer.flavours`).
+generated functions (:mod:`mpsanitizer.hooks`), and so is the one on fork's
+``Popen._launch``, which forks (what a wrapper allocates is freed after the fork, in
+pages the child shares); the two pickling interceptions (``reduction.dump``,
+``SemLock.__getstate__``) are wrapt ``FunctionWrapper``s. The same points are
+patched in the copies of multiprocessing (:mod:`mpsanitizer.flavours`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _fork_hook_installed = False
 # trigger only, put back as it was once the checks are on).
 _START_CHECKS = {
     "dump": "dump",
-    "_launch": "fork_launch",
+    "_launch": "fork_start",
     "__getstate__": "semlock_getstate",
     "set_spawning_popen": None,
 }
@@ -165,8 +166,8 @@ def _start_checks() -> None:
 
 
 def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> None:
-    """Put the wrapt interception of one start-time point in place of its stand-in (None:
-    of the original itself).
+    """Put the interception of one start-time point in place of its stand-in (None: of
+    the original itself): a wrapt wrapper, or for fork's ``_launch`` a generated hook.
 
     ``SemLock.__getstate__`` runs for every SemLock pickled, mostly outside any start (a
     Lock put in a Queue, which CPython refuses): its wrapper is enabled only while this
@@ -175,11 +176,13 @@ def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> No
 
     fork's ``Popen._launch`` gets the original instead while the process holds nothing
     born outside fork, the only kind a fork child can be handed wrongly: until then a
-    fork start is exactly native (a wrapper alone costs 40 to 60 µs in a real fork start,
-    in copy-on-write faults). The first such record puts the interception on."""
+    fork start is exactly native (the hook and the walk cost page faults, see
+    :meth:`mpsanitizer.handoff.Checker.fork_start`). The first such record puts the
+    interception on."""
     import wrapt
 
     from . import lazy
+    from .hooks import fork_launch_hook
     from .origins import tracker
 
     if name == "_launch" and not tracker.foreign:
@@ -197,13 +200,22 @@ def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> No
         if vars(owner).get(name) is stand_in:
             setattr(owner, name, original)
         return
-    enabled = _spawning_popen_of(owner) if name == "__getstate__" else None
-    wrapper = wrapt.FunctionWrapper(original, getattr(_checker, check), enabled=enabled)
+    if name == "_launch":
+        wrapper = fork_launch_hook(original, _check_fork_start)
+    else:
+        enabled = _spawning_popen_of(owner) if name == "__getstate__" else None
+        wrapper = wrapt.FunctionWrapper(original, getattr(_checker, check), enabled=enabled)
     if stand_in is not None:
         lazy.point(stand_in, wrapper)  # for other code that calls the stand-in
     if vars(owner).get(name) in (stand_in, original):
         setattr(owner, name, wrapper)
         _applied.append((owner, name, original, wrapper))
+
+
+def _check_fork_start(popen: Any, proc: Any) -> Optional[BaseException]:
+    """What fork's ``_launch`` hook calls: the current checker's verdict on the start."""
+    checker = _checker
+    return checker.fork_start(popen, proc) if checker is not None else None
 
 
 def _spawning_popen_of(owner: Any) -> Callable[[], Any]:

@@ -371,8 +371,27 @@ def walk(
     return True
 
 
+def child_objects(proc: Any) -> List[Any]:
+    """What the child receives, as :func:`process_roots` gives it, without the paths:
+    the roots of the walk that runs inside every fork start."""
+    attrs = _instance_attributes(proc)
+    target = attrs.get("_target")
+    found = [attrs.get("_args", ()), attrs.get("_kwargs", {})]
+    if type(target) is not types.FunctionType:
+        found.append(target)
+    for name in attrs:
+        if name not in _STANDARD_ATTRIBUTES:
+            found.append(attrs[name])
+    for _, member in _slots(type(proc)):
+        try:
+            found.append(member.__get__(proc, type(proc)))
+        except AttributeError:  # an empty slot
+            continue
+    return found
+
+
 def tracked_objects(
-    roots: Iterator[Tuple[str, Any]],
+    roots: List[Any],
     is_tracked: Callable[[Any], bool],
     budget: int,
     per_container: int,
@@ -380,19 +399,21 @@ def tracked_objects(
     """The tracked objects among the first ``budget`` objects reachable from ``roots``
     (at most ``per_container`` items of any one container), breadth first.
 
-    The check that runs inside every fork start. Breadth first, because primitives sit
-    near the top of what a child receives (an argument, a config object's attribute),
-    not deep inside its data. Unlike :func:`walk`, it makes no paths (:func:`locate`
-    names the few objects found) and expands lists, tuples and plain objects, most of
-    what it meets, inline, with the C-level ``extend`` of a deque.
+    The check that runs inside every fork start, where the first write to each memory
+    page since the last fork costs a page fault (about a microsecond): it allocates as
+    little as it can: no deque, no generator, no paths (:func:`locate` names the few
+    objects found). Breadth first, because
+    primitives sit near the top of what a child receives (an argument, a config
+    object's attribute), not deep inside its data.
     """
-    todo = deque([obj for _, obj in roots])
-    take, put = todo.popleft, todo.extend
+    todo = list(roots)  # a queue read from the front by index: no popleft, no deque
     seen = set()  # ids: every object met is held by the process object, so ids stay unique
     found: List[Any] = []
     plain = _PLAIN_CLASSES.get
-    while todo and budget > 0:
-        obj = take()
+    i = 0
+    while i < len(todo):
+        obj = todo[i]
+        i += 1
         cls = type(obj)
         if cls in ATOMIC:
             continue
@@ -401,16 +422,20 @@ def tracked_objects(
             continue
         seen.add(key)
         budget -= 1
+        if budget < 0:
+            break
         if cls is list or cls is tuple:
-            put(obj[:per_container])
+            todo += obj if len(obj) <= per_container else obj[:per_container]
+        elif cls is dict and len(obj) <= per_container:
+            todo += obj  # the keys
+            todo += obj.values()
         elif is_tracked(obj):
             found.append(obj)
-        elif plain(cls):
-            values = obj.__dict__.values()
-            put(values if len(values) <= per_container else islice(values, per_container))
-        else:
+        elif plain(cls) and len(obj.__dict__) <= per_container:
+            todo += obj.__dict__.values()
+        else:  # the rest, and what is cut to per_container items
             try:
-                put([part[2] for part in parts(obj, per_container)])
+                todo += [part[2] for part in parts(obj, per_container)]
             except Exception:  # an object whose inspection raises: pickling would decide
                 continue
     return found

@@ -307,3 +307,46 @@ def test_a_subclass_that_pickles_itself_is_judged_by_what_it_sends(method) -> No
         "args[0]._wlock",
         "args[0]._sem",
     ]
+
+
+class Holder:
+    def __init__(self, lock) -> None:
+        self.lock = lock
+
+    def run(self) -> None:
+        pass
+
+
+def _cycle(lock):
+    ring = [None, lock]
+    ring[0] = ring  # a list that holds itself: the walk must not go round
+    return ring
+
+
+FORK_SHAPES = {
+    "dict key": (
+        lambda lock: {"target": h.noop, "args": ({lock: 1},)},
+        r"args\[0\]\.keys\(\)\[0\]",
+    ),
+    "bound method target": (lambda lock: {"target": Holder(lock).run}, r"target\.__self__\.lock"),
+    "cycle": (lambda lock: {"target": h.noop, "args": (_cycle(lock),)}, r"args\[0\]\[1\]"),
+    "nested kwargs": (
+        lambda lock: {"target": h.noop, "kwargs": {"cfg": {"inner": [Holder(lock)]}}},
+        r"kwargs\['cfg'\]\['inner'\]\[0\]\.lock",
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", FORK_SHAPES)
+def test_a_fork_start_finds_a_foreign_lock_in_any_shape(shape) -> None:
+    make, path = FORK_SHAPES[shape]
+    with pytest.warns(ContextMixingWarning, match="Lock at " + path):
+        assert start(FORK.Process(**make(SPAWN.Lock()))) == 0
+
+
+def test_a_fork_start_finds_each_foreign_lock_once() -> None:
+    lock = SPAWN.Lock()
+    with pytest.warns(ContextMixingWarning) as record:
+        assert start(FORK.Process(target=h.noop, args=(lock, [lock], {"again": lock}))) == 0
+    findings = [f for w in record for f in getattr(w.message, "findings", ())]
+    assert [f.path for f in findings] == ["args[0]"]
