@@ -91,6 +91,9 @@ class Verdict:
     severity: str
     origin: Optional[origins.Origin]
     origin_method: Optional[str]
+    # The SemLock to blame when it is not the object judged: one made on its own and
+    # handed to a composite (``Value(lock=...)``, ``Condition(lock)``).
+    culprit: Any = None
 
 
 def judge(obj: Any, target: str) -> Optional[Verdict]:
@@ -99,17 +102,27 @@ def judge(obj: Any, target: str) -> Optional[Verdict]:
     The error rule is CPython's own ground truth: a SemLock whose semaphore was
     unlinked at creation (``name is None``, what the fork context does) cannot be
     reopened by a child that is not forked. It holds for objects created before
-    the sanitizer was enabled too.
+    the sanitizer was enabled too. The SemLock that decides names the origin.
     """
     locks = kinds.semlocks_of(obj)
-    record = next((r for r in map(origins.origin_of, locks) if r is not None), None)
-    method = record[origins.METHOD] if record is not None else None
-    unlinked = any(_is_unlinked(lock) for lock in locks)
-    if (unlinked or method == "fork") and target != "fork":  # the fork context unlinks it
-        return Verdict(MISMATCH, "error", record, method or "fork")
-    if method is not None and method != target:
-        return Verdict(MIXING, "warning", record, method)
+    if not locks:
+        return None
+    records = [origins.origin_of(lock) for lock in locks]
+    if target != "fork":
+        for lock, record in zip(locks, records):
+            if _is_unlinked(lock) or (record is not None and record[origins.METHOD] == "fork"):
+                return Verdict(MISMATCH, "error", record, "fork", _culprit(obj, lock, record))
+    for lock, record in zip(locks, records):
+        if record is not None and record[origins.METHOD] != target:
+            method = record[origins.METHOD]
+            return Verdict(MIXING, "warning", record, method, _culprit(obj, lock, record))
     return None
+
+
+def _culprit(obj: Any, lock: Any, record: Optional[origins.Origin]) -> Any:
+    if lock is obj or record is None or not origins.made_alone(record):
+        return None
+    return lock
 
 
 def _is_unlinked(lock: Any) -> bool:

@@ -7,6 +7,8 @@ object is judged by its own package, as that package's own checks would judge it
 
 import sys
 
+from . import typeinfo
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
     from typing import Any, Dict, List, Optional, Tuple
@@ -31,7 +33,8 @@ def package_of_class(cls: type) -> str:
         return _class_packages[cls]
     except KeyError:
         pass
-    found = next(filter(None, (package_of(k.__module__) for k in cls.__mro__)), STANDARD)
+    modules = map(typeinfo.module_of, typeinfo.mro(cls))
+    found = next(filter(None, map(package_of, modules)), STANDARD)
     if len(_class_packages) < 10_000:
         _class_packages[cls] = found
     return found

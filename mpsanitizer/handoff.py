@@ -10,21 +10,23 @@ every pickler ends, ``SemLock.__getstate__``.
 
 from __future__ import annotations
 
+import copyreg
 import functools
+import io
 import pickle
 import sys
 import threading
 from multiprocessing.process import BaseProcess as _BaseProcess
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import flavours, jsonlog, kinds, origins, stacks, walk
+from . import flavours, jsonlog, kinds, origins, stacks, typeinfo, walk
 from .config import Settings
 from .errors import ContextMismatchError, warn
 from .faults import report_fault
 from .findings import MISMATCH, Finding, Verdict, judge
 from .report import STANDARD_METHODS
 
-Hit = Tuple[Any, Verdict, Optional[str]]
+Hit = Tuple[Any, Verdict]  # a tracked object and what it means for the child
 
 _seen: List[Finding] = []
 
@@ -58,8 +60,12 @@ class _Scanning:
         self.target = target
         self.elide = elide
         self.hits: List[Hit] = []
-        self.covered: Dict[int, Any] = {}
+        # ids of the objects inside those judged (every one is held by what is pickled):
+        # whether to elide them when they are pickled.
+        self.covered: Dict[int, bool] = {}
+        self.owners: Dict[int, Any] = {}  # id of an inner object -> its self-pickling owner
         self.fault: Optional[BaseException] = None
+        self.elided = 0  # error-class offenders pickled as 0, so that the scan goes on
         self._protocol = _effective_protocol(protocol)
         table = self.dispatch_table
         for cls in kinds.tracked_classes():
@@ -68,7 +74,10 @@ class _Scanning:
 
     def _reduce_tracked(self, native: Optional[Callable], obj: Any) -> Any:
         try:
-            if not _reduces_itself(type(obj), native) and self._note(obj):
+            if _reduces_itself(type(obj), native):
+                self._own(obj)
+            elif self._note(obj):
+                self.elided += 1
                 return int, ()
         except Exception as exc:
             self.fault = exc
@@ -80,18 +89,30 @@ class _Scanning:
         self.clear_memo()  # type: ignore[attr-defined]
         self.dispatch_table.clear()
         self.covered.clear()
+        self.owners.clear()
+
+    def _own(self, obj: Any) -> None:
+        """A composite that pickles itself its own way: what it holds is judged if and
+        when it is pickled, and then reported as this composite."""
+        for inner in kinds.nested(obj)[1:]:
+            self.owners.setdefault(id(inner), obj)
 
     def _note(self, obj: Any) -> bool:
         """Record a finding for ``obj``; True when it must be elided."""
-        if id(obj) in self.covered:
-            return False
-        for inner in kinds.nested(obj)[1:]:
-            self.covered[id(inner)] = inner
+        key = id(obj)
+        if key in self.covered:  # inside an object already judged
+            return self.covered[key]
+        owner = self.owners.get(key)
+        if owner is not None and id(owner) not in self.covered:
+            self._note(owner)
+            return self.covered[key]
         verdict = judge(obj, self.target)
-        if verdict is None:
-            return False
-        self.hits.append((obj, verdict, None))
-        return self.elide and verdict.severity == "error"
+        elide = verdict is not None and self.elide and verdict.severity == "error"
+        for inner in kinds.nested(obj):
+            self.covered[id(inner)] = elide
+        if verdict is not None:
+            self.hits.append((obj, verdict))
+        return elide
 
 
 _REDUCTIONS = ("__reduce__", "__reduce_ex__", "__getstate__")
@@ -110,13 +131,21 @@ def _reduces_itself(cls: type, native: Optional[Callable]) -> bool:
     own = False
     if not issubclass(cls, flavours.classes("synchronize", "SemLock")):
         own = native is not None
-        for klass in cls.__mro__:
-            if flavours.package_of(klass.__module__) is not None:
+        for klass in typeinfo.mro(cls):
+            if flavours.package_of(typeinfo.module_of(klass)) is not None:
                 break
-            own = own or any(name in vars(klass) for name in _REDUCTIONS)
+            namespace = typeinfo.namespace(klass)
+            own = own or any(name in namespace for name in _REDUCTIONS)
     if len(_self_reducing) < 10_000:
         _self_reducing[cls] = own
     return own
+
+
+def _registered_reducer(package: str, cls: type) -> Optional[Callable]:
+    """The reducer a ForkingPickler of ``package`` would use for ``cls``, if any."""
+    pickler = sys.modules[f"{package}.reduction"].ForkingPickler
+    found = getattr(pickler, "_extra_reducers", {}).get(cls)
+    return found if found is not None else copyreg.dispatch_table.get(cls)
 
 
 _scanning_classes: Dict[type, type] = {}
@@ -208,11 +237,16 @@ class Checker:
         file: Any,
         protocol: Optional[int] = None,
     ) -> Optional[BaseException]:
-        """``reduction.dump(obj, file, protocol)`` of a process, through the scanning pickler."""
+        """``reduction.dump(obj, file, protocol)`` of a process, through the scanning pickler.
+
+        In error mode it pickles into a buffer of its own, copied to ``file`` when nothing
+        was elided: if making the report fails, CPython pickles the process itself, into a
+        ``file`` left as it was, and its own refusal (3.11.5+) or crash happens."""
         target = getattr(popen, "method", None) or "spawn"
         try:
             elide = self.settings.mode == "error"
-            pickler = scanning_pickler(package, file, protocol, target, elide, package)
+            out = io.BytesIO() if elide else file
+            pickler = scanning_pickler(package, out, protocol, target, elide, package)
         except Exception as exc:
             report_fault("preparing the start check", exc)
             wrapped(obj, file, protocol)
@@ -223,23 +257,34 @@ class Checker:
             # The start fails natively (an unpicklable argument, CPython's own
             # check in warn mode): report what was seen, then let it through.
             pickler.release()
-            hits = pickler.hits  # and those the pickling did not reach before it failed:
-            try:
-                seen = {id(inner) for hit in hits for inner in kinds.nested(hit[0])}
-                for hit in _every_offender(obj, target, package):
-                    if not any(id(inner) in seen for inner in kinds.nested(hit[0])):
-                        hits.append(hit)
-            except Exception as exc:
-                report_fault("scanning a process's arguments", exc)
-            findings = self._safe_findings(obj, target, hits)
-            error = self._deliver(findings, cause=native)
-            if error is None:
-                raise
-            return error
+            error = self._deliver(self._all_findings(obj, target, package, pickler.hits), native)
+            if error is not None:
+                return error
+            if pickler.elided:  # we hid an offender from CPython: let it see them all
+                wrapped(obj, file, protocol)
+            raise
         pickler.release()
         if pickler.fault is not None:
             report_fault("scanning a process's arguments", pickler.fault)
-        return self._deliver(self._safe_findings(obj, target, pickler.hits))
+        error = self._deliver(self._safe_findings(obj, target, pickler.hits))
+        if error is None and pickler.elided:  # no report could be made
+            wrapped(obj, file, protocol)
+        elif error is None and out is not file:
+            with out.getbuffer() as pickled:
+                file.write(pickled)
+        return error
+
+    def _all_findings(self, proc: Any, target: str, package: str, hits: List[Hit]) -> List[Finding]:
+        """The findings of a pickling that failed: its hits, and the offenders it did not
+        reach before it failed."""
+        try:
+            seen = {id(inner) for hit in hits for inner in kinds.nested(hit[0])}
+            for hit in _every_offender(proc, target, package):
+                if not any(id(inner) in seen for inner in kinds.nested(hit[0])):
+                    hits.append(hit)
+        except Exception as exc:
+            report_fault("scanning a process's arguments", exc)
+        return self._safe_findings(proc, target, hits)
 
     def _check_pickled_semlock(
         self, lock: Any, popen: Any, package: str
@@ -252,8 +297,8 @@ class Checker:
                 return None
             proc = _starting_process()
             hits = _every_offender(proc, target, package) if proc is not None else []
-            if not any(lock in kinds.nested(obj) for obj, _, _ in hits):
-                hits.append((lock, judge(lock, target), None))  # type: ignore[arg-type]
+            if not any(lock in kinds.nested(obj) for obj, _ in hits):
+                hits.append((lock, judge(lock, target)))  # type: ignore[arg-type]
             findings = self._findings(proc, target, hits, popen)
         except Exception as exc:
             report_fault("checking a pickled SemLock", exc)
@@ -268,7 +313,7 @@ class Checker:
         for obj in found:
             verdict = judge(obj, "fork")
             if verdict is not None:
-                hits.append((obj, verdict, None))  # its path is looked up for the report
+                hits.append((obj, verdict))  # its path is looked up for the report
         return hits
 
     def _safe_findings(self, proc: Any, target: str, hits: List[Hit]) -> List[Finding]:
@@ -285,14 +330,15 @@ class Checker:
         names what pickled the objects)."""
         if not hits:
             return []
-        missing = {id(obj): obj for obj, _, path in hits if path is None}
-        paths = walk.locate(proc, missing) if missing and proc is not None else {}
+        shown = [obj if verdict.culprit is None else verdict.culprit for obj, verdict in hits]
+        missing = {id(obj): obj for obj in shown}
+        paths = walk.locate(proc, missing) if proc is not None else {}
         unplaced = f"(inside what {type(popen).__module__}.{type(popen).__qualname__} pickles)"
         unplaced = "(inside the pickled process object)" if proc is not None else unplaced
         via, _ = walk.process_kind(proc) if proc is not None else ("Process", None)
         started = stacks.resolve(stacks.capture(self.settings.stack_depth, _start_call_depth()))
         findings = []
-        for obj, verdict, path in hits:
+        for obj, (_, verdict) in zip(shown, hits):
             severity = verdict.severity
             if self.settings.strict:
                 severity = "error"
@@ -304,14 +350,14 @@ class Checker:
                     severity=severity,
                     object_type=kinds.display_name(obj),
                     factory=kinds.factory_name(obj),
-                    path=path or paths.get(id(obj), unplaced),
+                    path=paths.get(id(obj), unplaced),
                     origin=verdict.origin_method,
                     target=target,
                     created_at=stacks.resolve(origin[origins.STACK :]) if origin else [],
                     started_at=started,
                     creator_pid=origin[origins.PID] if origin else None,
                     process_name=getattr(proc, "_name", "") or "",
-                    process_class=type(proc if proc is not None else popen).__name__,
+                    process_class=typeinfo.name(type(proc if proc is not None else popen)),
                     via=via,
                     package=flavours.package_of_class(type(obj)),
                     identity=identity,
@@ -379,9 +425,11 @@ def _every_offender(proc: Any, target: str, package: str) -> List[Hit]:
     for obj in walk.tracked_objects(walk.child_objects(proc), kinds.is_tracked, 10_000, 1000):
         if flavours.package_of_class(type(obj)) != package:
             continue  # that package's own spawning state decides
+        if _reduces_itself(type(obj), _registered_reducer(package, type(obj))):
+            continue  # what it sends is known only by pickling it
         verdict = judge(obj, target)
         if verdict is not None and _reportable(verdict, target):
-            hits.append((obj, verdict, None))
+            hits.append((obj, verdict))
     return hits
 
 

@@ -41,7 +41,7 @@ def {name}({params}):
     if _mps_building and _mps_thread in _mps_building:
         return _mps_original({call})
     try:
-        _mps_building[_mps_thread] = _mps_tracker.make(1, None)
+        _mps_building[_mps_thread] = _mps_tracker.make_composite(1, None)
     except Exception as _mps_exc:
         _mps_fail(_mps_exc)
         return _mps_original({call})

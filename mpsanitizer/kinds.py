@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import flavours
+from . import flavours, typeinfo
 
 _Entry = Tuple[str, Tuple[str, ...]]  # (factory name users call, attributes holding inner ones)
 
@@ -79,7 +79,7 @@ def _entry(obj: Any) -> Optional[_Entry]:
         pass
     if _unlearned:
         _learn_imported()
-    entry = next((_KNOWN[base] for base in cls.__mro__ if base in _KNOWN), None)
+    entry = next((_KNOWN[base] for base in typeinfo.mro(cls) if base in _KNOWN), None)
     if len(_by_type) < 10_000:
         _by_type[cls] = entry
     return entry
@@ -93,15 +93,15 @@ def is_tracked(obj: Any) -> bool:
 def factory_name(obj: Any) -> str:
     """The context method that makes this object: ``Lock``, ``Queue``, ``Value``..."""
     entry = _entry(obj)
-    return entry[0] if entry else type(obj).__name__
+    return entry[0] if entry else typeinfo.name(type(obj))
 
 
 def display_name(obj: Any) -> str:
     """The type as the user knows it: a subclass keeps its own name."""
     cls = type(obj)
-    if flavours.package_of(cls.__module__) is not None:
+    if flavours.package_of(typeinfo.module_of(cls)) is not None:
         return factory_name(obj)
-    return cls.__qualname__
+    return typeinfo.qualname(cls)
 
 
 def nested(obj: Any) -> List[Any]:

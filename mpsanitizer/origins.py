@@ -9,7 +9,9 @@ recorded twice.
 
 A record is a plain list, ``[start method, pid, serial, code, lasti, code, lasti...]``
 (innermost frame first), built by one generated function: it is made on every
-creation, where a class instance would cost more than the rest of the record.
+creation, where a class instance would cost more than the rest of the record. A
+composite's serial is negative: a SemLock with a serial of 0 or more inside a
+composite was made on its own and handed to it (``Value(lock=...)``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class _Tracker:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.make: stacks.RawCapture = lambda skip, method: [method, self.pid, -1]
+        self.make_composite: stacks.RawCapture = self.make
         # Records of objects not born in a fork context: while there are none, no fork
         # start can hand a child anything from another context, and its check is skipped.
         self.foreign = 0
@@ -55,19 +58,20 @@ class _Tracker:
 _next_serial = itertools.count().__next__  # one bound method: it keys the maker's cache
 
 
-def maker(depth: int) -> stacks.RawCapture:
+def maker(depth: int, composite: bool = False) -> stacks.RawCapture:
     """``make(skip, method)``: a new record for an object whose maker is the first user
     frame at or above ``skip`` calls up from the caller of ``make``."""
     return stacks.capturer(
         depth,
-        ("method", "_tracker.pid", "_next_serial()"),
+        ("method", "_tracker.pid", "~_next_serial()" if composite else "_next_serial()"),
         _tracker=tracker,
         _next_serial=_next_serial,
     )
 
 
 tracker = _Tracker()
-tracker.make = maker(DEFAULT_STACK_DEPTH)  # enable() makes it again for its stack depth
+tracker.make = maker(DEFAULT_STACK_DEPTH)  # enable() makes them again for its stack depth
+tracker.make_composite = maker(DEFAULT_STACK_DEPTH, composite=True)
 # The origin of the composite each thread is building, by thread ident: its inner SemLocks
 # share it. A dict read is a fraction of a threading.local attribute read, eight per Queue.
 building: Dict[int, Origin] = {}
@@ -75,6 +79,11 @@ building: Dict[int, Origin] = {}
 
 def origin_of(semlock: Any) -> Optional[Origin]:
     return getattr(semlock, ATTRIBUTE, None)
+
+
+def made_alone(record: Origin) -> bool:
+    """Whether the record is a SemLock's own, not a composite's that built it."""
+    return record[SERIAL] >= 0
 
 
 def start_method(ctx: Any, package: str = "multiprocessing") -> str:

@@ -88,6 +88,7 @@ def enable(settings: Settings) -> None:
         from .origins import maker, tracker
 
         tracker.make = maker(settings.stack_depth)
+        tracker.make_composite = maker(settings.stack_depth, composite=True)
         if _settings is not None:
             _settings = settings
             if _checker is not None:

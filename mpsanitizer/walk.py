@@ -7,14 +7,16 @@ offender that the pickling scan found (``args[0]``, ``kwargs['cfg'].queue``,
 
 from __future__ import annotations
 
+import enum
 import functools
+import gc
 import types
 from collections import deque
 from itertools import islice
 from multiprocessing import process
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import flavours
+from . import flavours, typeinfo
 
 ATOMIC = frozenset(
     {int, float, complex, bool, str, bytes, bytearray, type(None), range, type(Ellipsis)}
@@ -83,7 +85,7 @@ def process_roots(proc: Any) -> Iterator[Tuple[str, Any]]:
     attrs = _instance_attributes(proc)
     target = attrs.get("_target")
     kind = type(target)
-    if issubclass(kind, (types.MethodType, functools.partial)) or (
+    if issubclass(kind, (types.FunctionType, types.MethodType, functools.partial)) or (
         target is not None and not issubclass(kind, _OPAQUE)
     ):
         yield "target", target
@@ -113,7 +115,7 @@ def _instance_attributes(obj: Any) -> Dict[str, Any]:
 
 
 # How a child hangs from its parent: kind and key, formatted only when a path is needed.
-INDEX, KEY, KEY_OBJECT, ITEM, ATTR, REDUCE_ARGS, STATE, CLOSURE, GLOBAL = range(9)
+INDEX, KEY, KEY_OBJECT, ITEM, ATTR, REDUCE_ARGS, STATE, CLOSURE, GLOBAL, VIEWED = range(10)
 Part = Tuple[int, Any, Any]  # (kind, key, child)
 _SPECIAL = (list, tuple, dict, set, frozenset, deque, functools.partial, types.MethodType)
 _PLAIN_CLASSES: Dict[type, bool] = {}  # True: instances carry a __dict__ and nothing else
@@ -147,6 +149,8 @@ def parts(obj: Any, limit: Optional[int] = None) -> List[Part]:
         ]
     if issubclass(cls, types.MethodType):
         return [(ATTR, "__self__", obj.__self__)]
+    if cls is types.MappingProxyType:  # its mapping, as the C type holds it: no code runs
+        return [(VIEWED, None, mapping) for mapping in gc.get_referents(obj)]
     if issubclass(cls, _OPAQUE):
         return []
     found = _attributes(obj, cls, limit)
@@ -194,6 +198,8 @@ def _attributes(obj: Any, cls: type, limit: Optional[int]) -> List[Part]:
 
 
 _dict_getters: Dict[type, Optional[Callable[[Any], Any]]] = {}
+_C_DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
+_OBJECT_GETATTRIBUTE = object.__getattribute__
 
 
 def _dict_getter(cls: type) -> Optional[Callable[[Any], Any]]:
@@ -204,12 +210,9 @@ def _dict_getter(cls: type) -> Optional[Callable[[Any], Any]]:
     except KeyError:
         pass
     getter = None
-    for base in cls.__mro__:
-        descriptor = vars(base).get("__dict__")
-        if descriptor is not None:
-            if type(descriptor) is types.GetSetDescriptorType:
-                getter = descriptor.__get__
-            break
+    descriptor = typeinfo.lookup(cls, "__dict__")
+    if type(descriptor) in _C_DESCRIPTORS:  # a C type's member (SimpleNamespace) or a class's
+        getter = descriptor.__get__
     if len(_dict_getters) < 10_000:
         _dict_getters[cls] = getter
     return getter
@@ -256,6 +259,8 @@ def _function_parts(func: types.FunctionType) -> List[Part]:
             continue
     if func.__defaults__:
         found.append((ATTR, "__defaults__", func.__defaults__))
+    if func.__kwdefaults__:
+        found.append((ATTR, "__kwdefaults__", func.__kwdefaults__))
     found.extend(
         (GLOBAL, name, func.__globals__[name])
         for name in func.__code__.co_names
@@ -269,9 +274,10 @@ def _is_plain(cls: type) -> bool:
     and whose ``obj.__dict__`` runs no code of theirs."""
     if _slots(cls) or issubclass(cls, _SPECIAL):
         return False
-    if any(base is not object and base.__module__ == "builtins" for base in cls.__mro__):
+    bases = typeinfo.mro(cls)
+    if any(base is not object and typeinfo.module_of(base) == "builtins" for base in bases):
         return False
-    if cls.__getattribute__ is not object.__getattribute__:
+    if typeinfo.lookup(cls, "__getattribute__") is not _OBJECT_GETATTRIBUTE:
         return False
     return _dict_getter(cls) is not None and not issubclass(cls, _OPAQUE)
 
@@ -280,7 +286,7 @@ def format_part(kind: int, key: Any) -> str:
     if kind == INDEX:
         return f"[{key}]"
     if kind == KEY:
-        return f"[{key!r}]"
+        return f"[{key_text(key)}]"
     if kind == KEY_OBJECT:
         return f".keys()[{key}]"
     if kind == ITEM:
@@ -293,7 +299,23 @@ def format_part(kind: int, key: Any) -> str:
         return f".<closure {key}>"
     if kind == GLOBAL:
         return f".<global {key}>"
+    if kind == VIEWED:
+        return ""
     return f".{key}"
+
+
+def key_text(key: Any) -> str:
+    """A dict key as a path shows it, running none of its code: the ``repr`` of a built-in
+    value, an enum member's name, a tuple of those; the type of anything else."""
+    cls = type(key)
+    if cls in ATOMIC:
+        return repr(key)
+    if cls is tuple and len(key) <= 8:
+        return f"({', '.join(map(key_text, key))}{',' if len(key) == 1 else ''})"
+    member = _instance_attributes(key).get("_name_") if issubclass(cls, enum.Enum) else None
+    if type(member) is str:
+        return f"{typeinfo.qualname(cls)}.{member}"
+    return f"<{typeinfo.qualname(cls)} object>"
 
 
 _slot_cache: Dict[type, Tuple[Tuple[str, Any], ...]] = {}
@@ -307,15 +329,19 @@ def _slots(cls: type) -> Tuple[Tuple[str, Any], ...]:
     except KeyError:
         pass
     found: List[Tuple[str, Any]] = []
-    for base in cls.__mro__:
-        slots = vars(base).get("__slots__", ())
-        if isinstance(slots, str):
+    for base in typeinfo.mro(cls):
+        namespace = typeinfo.namespace(base)
+        slots = namespace.get("__slots__", ())
+        if type(slots) is str:
             slots = (slots,)
+        elif type(slots) not in (tuple, list, dict):
+            slots = ()  # an iterator, spent when the class was made
         for name in slots:
-            if name in ("__dict__", "__weakref__"):
+            if type(name) is not str or name in ("__dict__", "__weakref__"):
                 continue
-            stored = f"_{base.__name__.lstrip('_')}{name}" if name.startswith("__") else name
-            member = vars(base).get(stored)
+            owner = typeinfo.name(base).lstrip("_")
+            stored = f"_{owner}{name}" if name.startswith("__") else name
+            member = namespace.get(stored)
             if type(member) is types.MemberDescriptorType:
                 found.append((name, member))
     if len(_slot_cache) < 10_000:
@@ -375,10 +401,7 @@ def child_objects(proc: Any) -> List[Any]:
     """What the child receives, as :func:`process_roots` gives it, without the paths:
     the roots of the walk that runs inside every fork start."""
     attrs = _instance_attributes(proc)
-    target = attrs.get("_target")
-    found = [attrs.get("_args", ()), attrs.get("_kwargs", {})]
-    if type(target) is not types.FunctionType:
-        found.append(target)
+    found = [attrs.get("_args", ()), attrs.get("_kwargs", {}), attrs.get("_target")]
     for name in attrs:
         if name not in _STANDARD_ATTRIBUTES:
             found.append(attrs[name])
@@ -388,6 +411,9 @@ def child_objects(proc: Any) -> List[Any]:
         except AttributeError:  # an empty slot
             continue
     return found
+
+
+_FUNCTION = types.FunctionType
 
 
 def tracked_objects(
@@ -433,6 +459,17 @@ def tracked_objects(
             found.append(obj)
         elif plain(cls) and len(obj.__dict__) <= per_container:
             todo += obj.__dict__.values()
+        elif cls is _FUNCTION:  # what a forked child can reach through it (its globals aside)
+            if obj.__defaults__:
+                todo.append(obj.__defaults__)
+            if obj.__kwdefaults__:
+                todo.append(obj.__kwdefaults__)
+            for cell in obj.__closure__ or ():
+                try:
+                    contents = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+                todo.append(contents)
         else:  # the rest, and what is cut to per_container items
             try:
                 todo += [part[2] for part in parts(obj, per_container)]

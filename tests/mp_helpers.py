@@ -8,10 +8,13 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.queues
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict
 
 METHODS = ("fork", "spawn", "forkserver")
+NATIVE_CHECK = sys.version_info >= (3, 11, 5)  # CPython refuses foreign SemLocks itself
 
 
 def creation_constructors() -> list[tuple[Any, str]]:
@@ -210,3 +213,28 @@ def report_building(queue: Any) -> None:
     from mpsanitizer import origins
 
     queue.put(sorted(origins.building))
+
+
+def exit_3_on_ints(*args: Any) -> None:
+    """Exit with 3 if any argument (or item of a list argument) arrived as an int: what
+    an elided pickle would give the child in place of a primitive."""
+    items = [item for arg in args for item in (arg if isinstance(arg, list) else [arg])]
+    raise SystemExit(3 if any(isinstance(item, int) for item in items) else 0)
+
+
+class StatefulQueue(multiprocessing.queues.Queue):
+    """A Queue subclass that pickles itself (its locks included) through its own
+    ``__getstate__``."""
+
+    def __getstate__(self) -> Any:
+        return super().__getstate__()
+
+    def __setstate__(self, state: Any) -> None:
+        super().__setstate__(state)
+
+
+class LocklessQueue(multiprocessing.queues.Queue):
+    """A Queue subclass whose pickle holds none of its locks."""
+
+    def __reduce__(self) -> Any:
+        return (list, ())

@@ -19,7 +19,7 @@ import mp_helpers as h
 import pytest
 
 import mpsanitizer
-from mpsanitizer import ContextMismatchError, ContextMixingWarning, handoff
+from mpsanitizer import ContextMismatchError, ContextMixingWarning, handoff, walk
 
 FORK, SPAWN = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
 PATCHED = [*h.creation_constructors(), (reduction, "dump"), (popen_fork.Popen, "_launch")]
@@ -266,6 +266,29 @@ def test_internal_fault_fails_open(monkeypatch, capfd) -> None:
     err = capfd.readouterr().err.splitlines()
     faults = [line for line in err if line.startswith("mpsanitizer: internal error")]
     assert len(faults) == 2 and "LookupError: boom" in faults[0]
+
+
+def test_a_fault_making_the_report_hands_the_pickling_back_to_cpython(monkeypatch, capfd) -> None:
+    """Offenders are pickled as 0 while the scan goes on; with no report to raise, the
+    child must not get those zeros: CPython pickles the process itself, as without us."""
+    mpsanitizer.enable()
+
+    def broken(*args):
+        raise LookupError("no paths today")
+
+    monkeypatch.setattr(walk, "locate", broken)
+    proc = SPAWN.Process(target=h.exit_3_on_ints, args=(FORK.Lock(), [FORK.Queue(), "tail"]))
+    if sys.version_info >= (3, 11, 5):
+        with pytest.raises(RuntimeError, match="A SemLock created in a fork context") as info:
+            proc.start()
+        assert not isinstance(info.value, ContextMismatchError)
+    else:
+        assert start(proc) == 0  # the real (broken) primitives, not zeros
+    err = capfd.readouterr().err.splitlines()
+    assert err[0] == (
+        "mpsanitizer: internal error while building a report "
+        "(LookupError: no paths today); continuing without this check"
+    )
 
 
 def test_a_fault_preparing_the_start_checks_steps_aside_natively(monkeypatch, capfd) -> None:

@@ -18,7 +18,7 @@ import pytest
 import mpsanitizer
 from mpsanitizer import ContextMismatchError
 
-NATIVE_CHECK = sys.version_info >= (3, 11, 5)
+NATIVE_CHECK = h.NATIVE_CHECK
 
 
 def own_process(obj: Any, *more: Any) -> own_popen.OwnProcess:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import itertools
 import multiprocessing
-import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +22,7 @@ import mpsanitizer
 from mpsanitizer import ContextMismatchError, ContextMixingWarning
 
 TIMEOUT = 60
-NATIVE_CHECK = sys.version_info >= (3, 11, 5)
+NATIVE_CHECK = h.NATIVE_CHECK
 PAIRS = list(itertools.product(h.METHODS, h.METHODS))
 
 

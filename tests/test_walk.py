@@ -8,7 +8,9 @@ import collections
 import gc
 import multiprocessing
 import multiprocessing.queues
+import pickle
 import re
+import types
 import weakref
 from typing import List
 
@@ -286,27 +288,14 @@ class NamedQueue(multiprocessing.queues.Queue):
         return str, (self.name,)
 
 
-class StateQueue(multiprocessing.queues.Queue):
-    """Its own __getstate__, which still sends the locks."""
-
-    def __getstate__(self):
-        return super().__getstate__()
-
-    def __setstate__(self, state) -> None:
-        super().__setstate__(state)
-
-
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_a_subclass_that_pickles_itself_is_judged_by_what_it_sends(method) -> None:
+    """And reported as itself, once, when what it sends holds its locks."""
     ctx = multiprocessing.get_context(method)
     assert start(ctx.Process(target=h.noop, args=(NamedQueue("jobs", FORK),))) == 0
     with pytest.raises(ContextMismatchError) as info:
-        ctx.Process(target=h.noop, args=(StateQueue(ctx=FORK),)).start()
-    assert [f.path for f in info.value.findings] == [
-        "args[0]._rlock",
-        "args[0]._wlock",
-        "args[0]._sem",
-    ]
+        ctx.Process(target=h.noop, args=(h.StatefulQueue(ctx=FORK),)).start()
+    assert [(f.object_type, f.path) for f in info.value.findings] == [("StatefulQueue", "args[0]")]
 
 
 class Holder:
@@ -334,14 +323,92 @@ FORK_SHAPES = {
         lambda lock: {"target": h.noop, "kwargs": {"cfg": {"inner": [Holder(lock)]}}},
         r"kwargs\['cfg'\]\['inner'\]\[0\]\.lock",
     ),
+    "namespace in a list": (
+        lambda lock: {"target": h.noop, "args": ([types.SimpleNamespace(lock=lock)],)},
+        r"args\[0\]\[0\]\.lock",
+    ),
+    "mappingproxy": (
+        lambda lock: {"target": h.noop, "args": (types.MappingProxyType({"l": lock}),)},
+        r"args\[0\]\['l'\]",
+    ),
+    "closure of the target": (
+        lambda lock: {"target": _closing_over(lock)},
+        r"target\.<closure lock>",
+    ),
+    "default of a lambda target": (
+        lambda lock: {"target": lambda held=lock: None},
+        r"target\.__defaults__\[0\]",
+    ),
+    "keyword default of a function argument": (
+        lambda lock: {"target": h.call, "args": (_keyword_default(lock),)},
+        r"args\[0\]\.__kwdefaults__\['held'\]",
+    ),
+    "key whose repr raises": (
+        lambda lock: {"target": h.noop, "args": ({Unprintable(): lock},)},
+        r"args\[0\]\[<Unprintable object>\]",
+    ),
+    "object of a metaclass that refuses lookups": (
+        lambda lock: {"target": h.noop, "args": (Guarded(lock),)},
+        r"args\[0\]\.held",
+    ),
 }
+
+
+def _closing_over(lock):
+    def run():
+        return lock
+
+    return run
+
+
+def _keyword_default(lock):
+    def run(*, held=lock):
+        return None
+
+    return run
+
+
+class Unprintable:
+    def __repr__(self):
+        CALLS.append("Unprintable.__repr__")
+        raise ValueError("no repr")
+
+
+class Refusing(type):
+    def __getattribute__(cls, name):
+        CALLS.append(f"Refusing.__getattribute__({name})")
+        return type.__getattribute__(cls, name)
+
+
+class Guarded(metaclass=Refusing):
+    def __init__(self, held) -> None:
+        self.held = held
 
 
 @pytest.mark.parametrize("shape", FORK_SHAPES)
 def test_a_fork_start_finds_a_foreign_lock_in_any_shape(shape) -> None:
     make, path = FORK_SHAPES[shape]
-    with pytest.warns(ContextMixingWarning, match="Lock at " + path):
-        assert start(FORK.Process(**make(SPAWN.Lock()))) == 0
+    with pytest.warns(ContextMixingWarning, match="Lock at " + path + ","):
+        proc = FORK.Process(**make(SPAWN.Lock()))
+        del CALLS[:]
+        assert start(proc) == 0
+    assert CALLS == []
+
+
+@pytest.mark.parametrize(
+    "shape", ["key whose repr raises", "object of a metaclass that refuses lookups"]
+)
+def test_a_spawn_report_runs_no_code_of_keys_or_metaclasses(shape) -> None:
+    """Only what pickling them runs anyway (a class's ``__module__`` and ``__qualname__``)."""
+    make, path = FORK_SHAPES[shape]
+    kwargs = make(FORK.Lock())
+    pickle.dumps(make(None)["args"])
+    pickling_runs = set(CALLS)
+    proc = SPAWN.Process(**kwargs)
+    del CALLS[:]
+    with pytest.raises(ContextMismatchError, match="Lock at " + path + ","):
+        proc.start()
+    assert set(CALLS) <= pickling_runs
 
 
 def test_a_fork_start_finds_each_foreign_lock_once() -> None:

@@ -1,0 +1,72 @@
+"""Which object a report names: the one the user made and handed over, with its path in
+what the child receives, when it sits inside another tracked object."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from typing import List
+
+import mp_helpers as h
+import pytest
+
+import mpsanitizer
+from mpsanitizer import ContextMismatchError
+
+FORK, SPAWN = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
+NOT_FORK = ("spawn", "forkserver")
+
+
+pytestmark = pytest.mark.usefixtures("sanitizer")
+start = h.exit_code
+
+
+def mismatches(proc) -> List[tuple]:
+    with pytest.raises(ContextMismatchError) as info:
+        proc.start()
+    assert proc._popen is None  # no child
+    return [(f.object_type, f.path, f.origin, f.created_at[-1].lineno) for f in info.value.findings]
+
+
+def line_of(text: str) -> int:
+    with open(__file__) as source:
+        return next(n for n, line in enumerate(source, 1) if text in line and "line_of" not in line)
+
+
+@pytest.mark.parametrize("target", NOT_FORK)
+def test_a_fork_lock_given_to_a_value_or_condition_is_named_not_its_holder(target) -> None:
+    ctx = multiprocessing.get_context(target)
+    value = ctx.Value("i", 0, lock=FORK.Lock())  # the foreign lock
+    condition = ctx.Condition(FORK.RLock())  # the foreign rlock
+    proc = ctx.Process(target=h.noop, args=(value, condition))
+    assert mismatches(proc) == [
+        ("Lock", "args[0]._lock", "fork", line_of("# the foreign lock")),
+        ("RLock", "args[1]._lock", "fork", line_of("# the foreign rlock")),
+    ]
+
+
+@pytest.mark.parametrize("target", NOT_FORK)
+def test_a_fork_condition_holding_a_lock_of_the_child_context_is_named_itself(target) -> None:
+    ctx = multiprocessing.get_context(target)
+    condition = FORK.Condition(ctx.Lock())  # its own semaphores are fork's
+    proc = ctx.Process(target=h.noop, args=(condition,))
+    assert mismatches(proc) == [("Condition", "args[0]", "fork", line_of("own semaphores"))]
+
+
+def test_a_spawn_lock_given_to_a_fork_value_warns_about_the_lock(mixing_warnings) -> None:
+    value = FORK.Value("i", 0, lock=SPAWN.Lock())  # the spawn lock
+    assert start(FORK.Process(target=h.touch, args=(value,))) == 0
+    assert [
+        (f.object_type, f.path, f.origin) for w in mixing_warnings for f in w.message.findings
+    ] == [("Lock", "args[0]._lock", "spawn")]
+
+
+@pytest.mark.parametrize("target", NOT_FORK)
+def test_a_queue_subclass_pickling_itself_warns_once_in_warn_mode(target, mixing_warnings) -> None:
+    mpsanitizer.enable(mode="warn")
+    ctx = multiprocessing.get_context(target)
+    proc = ctx.Process(target=h.noop, args=(h.StatefulQueue(ctx=FORK), h.LocklessQueue(ctx=FORK)))
+    with pytest.raises(RuntimeError) if h.NATIVE_CHECK else contextlib.nullcontext():
+        start(proc)
+    found = [(f.object_type, f.path) for w in mixing_warnings for f in w.message.findings]
+    assert found == [("StatefulQueue", "args[0]")]
