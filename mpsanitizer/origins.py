@@ -92,11 +92,26 @@ def start_method(ctx: Any, package: str = "multiprocessing") -> str:
     if ctx is None:
         ctx = _default_context(package)
     method = ctx.get_start_method()
+    if method not in _STANDARD_METHODS:  # a context of the program's or a library's naming
+        method = _start_method_of_named(ctx, method)
     if method != "fork":
         tracker.foreign += 1
         if tracker.on_first_foreign is not None:
             tracker.on_first_foreign()
     return method
+
+
+_STANDARD_METHODS = frozenset(("fork", "spawn", "forkserver"))
+
+
+def _start_method_of_named(ctx: Any, name: str) -> str:
+    """The start method behind a context of a name of its own (a library's subclass of
+    ``BaseContext`` with ``_name = 'mine'`` and a ``SpawnProcess`` subclass): its Process
+    class's. A library's own method (loky's) stays as it is, and so does a name over
+    fork's Process: CPython unlinks only what a context named 'fork' makes, so such a
+    SemLock is not fork's."""
+    method = getattr(getattr(ctx, "Process", None), "_start_method", None)
+    return method if method in ("spawn", "forkserver") else name
 
 
 def start_method_of(package: str) -> Callable[[Any], str]:

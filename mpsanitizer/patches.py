@@ -81,8 +81,9 @@ def enable(settings: Settings) -> None:
     children that do anything with them, never pays for those.
     """
     global _settings, _fork_hook_installed
-    from . import imports, lazy
+    from . import imports, lazy, warnoptions
 
+    warnoptions.apply_deferred()
     lazy.disarm()  # outside our lock: lazy.fire() takes its lock, then ours
     with _lock:
         from .origins import maker, tracker

@@ -238,3 +238,14 @@ class LocklessQueue(multiprocessing.queues.Queue):
 
     def __reduce__(self) -> Any:
         return (list, ())
+
+
+class OwnSpawnProcess(multiprocessing.context.SpawnProcess):
+    """A library's own Process class over spawn."""
+
+
+class OwnNamedContext(multiprocessing.context.BaseContext):
+    """A library's context with a name of its own, whose processes are spawned."""
+
+    _name = "own"
+    Process = OwnSpawnProcess

@@ -64,3 +64,21 @@ def test_lock_re_shared_by_a_child_with_its_own_children_is_silent(method) -> No
     fork, spawn and forkserver grandchildren: all run, nothing is reported."""
     lock = multiprocessing.get_context(method).Lock()
     assert run(method, h.reshare, lock) == 0
+
+
+def test_a_context_of_a_librarys_own_naming_counts_as_its_processes_start_method(
+    mixing_warnings: List,
+) -> None:
+    """A ``BaseContext`` subclass named 'own' whose Process spawns: its lock is a spawn
+    lock, silent in its own processes, and named 'spawn' where it mixes."""
+    own = h.OwnNamedContext()
+    lock = own.Lock()
+    proc = own.Process(target=h.touch, args=(lock,))
+    assert h.exit_code(proc) == 0
+    assert len(mixing_warnings) == 0
+    assert (
+        h.exit_code(multiprocessing.get_context("fork").Process(target=h.touch, args=(lock,))) == 0
+    )
+    assert [(f.origin, f.target) for w in mixing_warnings for f in w.message.findings] == [
+        ("spawn", "fork")
+    ]

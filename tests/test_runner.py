@@ -876,3 +876,40 @@ def test_fail_on_warning_imports_nothing_the_programs_exit_could_notice(tmp_path
     native = python(["app.py"], tmp_path)
     sanitized = python(["-m", "mpsanitizer", "--fail-on-warning", "app.py"], tmp_path)
     assert (sanitized.returncode, sanitized.stderr) == (native.returncode, native.stderr)
+
+
+WARNS_AS_ERROR = """
+import multiprocessing as mp
+
+def child(lock):
+    pass
+
+if __name__ == "__main__":
+    proc = mp.get_context("fork").Process(target=child, args=(mp.get_context("spawn").Lock(),))
+    try:
+        proc.start()
+    except Warning as warning:
+        print("raised", type(warning).__name__)
+    else:
+        proc.join()
+        print("started", proc.exitcode)
+"""
+
+
+@pytest.mark.parametrize("how", ["-W", "PYTHONWARNINGS"])
+@both_ways
+def test_a_warnings_filter_naming_our_category_takes_effect(tmp_path: Path, how: str) -> None:
+    """CPython reads -W before mpsanitizer can be imported, and drops the option; it is
+    applied when the sanitizer is enabled (by the runner, by MPSANITIZE)."""
+    (tmp_path / "prog.py").write_text(WARNS_AS_ERROR)
+    option = "error::mpsanitizer.ContextMixingWarning"
+    runner = ["-m", "mpsanitizer", "prog.py"]
+    if how == "-W":
+        result = python(["-W", option, *runner], tmp_path)
+        toggled = python(["-W", option, "prog.py"], tmp_path, env={"MPSANITIZE": "1"})
+    else:
+        result = python(runner, tmp_path, env={"PYTHONWARNINGS": option})
+        toggled = python(["prog.py"], tmp_path, env={"PYTHONWARNINGS": option, "MPSANITIZE": "1"})
+    assert (result.returncode, result.stdout) == (0, "raised ContextMixingWarning\n"), result.stderr
+    assert (toggled.returncode, toggled.stdout) == (0, "raised ContextMixingWarning\n")
+    assert python(["prog.py"], tmp_path).stdout == "started 0\n"
