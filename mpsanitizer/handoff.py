@@ -115,6 +115,32 @@ class _Scanning:
         return elide
 
 
+class _Output:
+    """Where the scanning pickler writes: the start's own file, rewound if what was
+    written must be taken back (error mode), or a buffer copied to it when that file
+    cannot be rewound."""
+
+    def __init__(self, file: Any, elide: bool) -> None:
+        self.target, self.elide = file, elide
+        self.file, self.start = file, None
+        if elide:
+            try:
+                self.start = file.tell() if file.seekable() else None
+            except Exception:
+                self.start = None
+            if self.start is None:
+                self.file = io.BytesIO()
+
+    def take_back(self) -> None:
+        if self.file is self.target and self.start is not None:
+            self.target.seek(self.start)
+            self.target.truncate()
+
+    def keep(self) -> None:
+        if self.file is not self.target:
+            self.target.write(self.file.getvalue())
+
+
 _REDUCTIONS = ("__reduce__", "__reduce_ex__", "__getstate__")
 _self_reducing: Dict[type, bool] = {}
 
@@ -239,14 +265,13 @@ class Checker:
     ) -> Optional[BaseException]:
         """``reduction.dump(obj, file, protocol)`` of a process, through the scanning pickler.
 
-        In error mode it pickles into a buffer of its own, copied to ``file`` when nothing
-        was elided: if making the report fails, CPython pickles the process itself, into a
-        ``file`` left as it was, and its own refusal (3.11.5+) or crash happens."""
+        In error mode offenders are pickled as 0 so that the scan goes on; if the report
+        then cannot be made, what was written is taken back and CPython pickles the
+        process itself: the child never gets those zeros, and 3.11.5+ refuses natively."""
         target = getattr(popen, "method", None) or "spawn"
         try:
-            elide = self.settings.mode == "error"
-            out = io.BytesIO() if elide else file
-            pickler = scanning_pickler(package, out, protocol, target, elide, package)
+            out = _Output(file, elide=self.settings.mode == "error")
+            pickler = scanning_pickler(package, out.file, protocol, target, out.elide, package)
         except Exception as exc:
             report_fault("preparing the start check", exc)
             wrapped(obj, file, protocol)
@@ -261,6 +286,7 @@ class Checker:
             if error is not None:
                 return error
             if pickler.elided:  # we hid an offender from CPython: let it see them all
+                out.take_back()
                 wrapped(obj, file, protocol)
             raise
         pickler.release()
@@ -268,10 +294,10 @@ class Checker:
             report_fault("scanning a process's arguments", pickler.fault)
         error = self._deliver(self._safe_findings(obj, target, pickler.hits))
         if error is None and pickler.elided:  # no report could be made
+            out.take_back()
             wrapped(obj, file, protocol)
-        elif error is None and out is not file:
-            with out.getbuffer() as pickled:
-                file.write(pickled)
+        elif error is None:
+            out.keep()
         return error
 
     def _all_findings(self, proc: Any, target: str, package: str, hits: List[Hit]) -> List[Finding]:

@@ -291,6 +291,48 @@ def test_a_fault_making_the_report_hands_the_pickling_back_to_cpython(monkeypatc
     )
 
 
+class Unseekable:
+    """A file that can only be written to, as a pipe is."""
+
+    def __init__(self) -> None:
+        self.chunks: list = []
+
+    def write(self, data) -> int:
+        self.chunks.append(bytes(data))
+        return len(data)
+
+    def seekable(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("offender", [False, True])
+def test_a_file_that_cannot_be_rewound_gets_the_native_pickle(monkeypatch, offender) -> None:
+    """Error mode pickles into a buffer then: copied when clean, thrown away when the
+    report fails (and CPython pickles the process itself)."""
+    lock = FORK.Lock() if offender else SPAWN.Lock()
+    proc = SPAWN.Process(target=h.noop, args=(lock, list(range(10))))
+    multiprocessing.context.set_spawning_popen(SpawningPopen())
+    try:
+        native = io.BytesIO()
+        if offender and sys.version_info >= (3, 11, 5):
+            with pytest.raises(RuntimeError, match="A SemLock created in a fork context"):
+                reduction.ForkingPickler(native).dump(proc)
+        else:
+            reduction.ForkingPickler(native).dump(proc)
+        mpsanitizer.enable()
+        monkeypatch.setattr(walk, "locate", lambda *args: {}[0])  # every report fails
+        if offender and sys.version_info >= (3, 11, 5):
+            with pytest.raises(RuntimeError, match="A SemLock created in a fork context") as info:
+                reduction.dump(proc, Unseekable())
+            assert not isinstance(info.value, ContextMismatchError)
+            return
+        written = Unseekable()
+        reduction.dump(proc, written)
+        assert b"".join(written.chunks) == native.getvalue()
+    finally:
+        multiprocessing.context.set_spawning_popen(None)
+
+
 def test_a_fault_preparing_the_start_checks_steps_aside_natively(monkeypatch, capfd) -> None:
     import wrapt
 
