@@ -107,12 +107,17 @@ def judge(obj: Any, target: str) -> Optional[Verdict]:
     locks = kinds.semlocks_of(obj)
     if not locks:
         return None
-    records = [origins.origin_of(lock) for lock in locks]
+    # The composite's own SemLocks first: a SemLock handed to it is blamed only when
+    # the composite itself would pass.
+    pairs = sorted(
+        ((lock, origins.origin_of(lock)) for lock in locks),
+        key=lambda pair: pair[1] is not None and pair[0] is not obj and origins.made_alone(pair[1]),
+    )
     if target != "fork":
-        for lock, record in zip(locks, records):
+        for lock, record in pairs:
             if _is_unlinked(lock) or (record is not None and record[origins.METHOD] == "fork"):
                 return Verdict(MISMATCH, "error", record, "fork", _culprit(obj, lock, record))
-    for lock, record in zip(locks, records):
+    for lock, record in pairs:
         if record is not None and record[origins.METHOD] != target:
             method = record[origins.METHOD]
             return Verdict(MIXING, "warning", record, method, _culprit(obj, lock, record))

@@ -70,3 +70,11 @@ def test_a_queue_subclass_pickling_itself_warns_once_in_warn_mode(target, mixing
         start(proc)
     found = [(f.object_type, f.path) for w in mixing_warnings for f in w.message.findings]
     assert found == [("StatefulQueue", "args[0]")]
+
+
+def test_a_spawn_condition_around_a_spawn_lock_is_named_itself(mixing_warnings) -> None:
+    condition = SPAWN.Condition(SPAWN.Lock())  # both spawn's
+    assert start(FORK.Process(target=h.touch, args=(condition,))) == 0
+    assert [(f.object_type, f.path) for w in mixing_warnings for f in w.message.findings] == [
+        ("Condition", "args[0]")
+    ]
