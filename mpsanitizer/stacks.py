@@ -10,7 +10,7 @@ from types import CodeType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
-    from typing import Callable, Dict, List, Optional, Tuple
+    from typing import Callable, Dict, List, Optional, Set, Tuple
 
 
 if TYPE_CHECKING:
@@ -178,13 +178,27 @@ def resolve(raw: RawStack) -> List[Frame]:
     """Turn a raw stack into frames, outermost first (most recent call last). Frames
     from the runner's own ``exec`` down are not the user's and are dropped."""
     frames: List[Frame] = []
+    process_codes = _process_codes()
     for i in range(0, len(raw) - 1, 2):
         code, lasti = raw[i], raw[i + 1]
-        if id(code) in STOP_CODES:
+        if id(code) in STOP_CODES or code in process_codes:
             break
         frames.append(Frame(code.co_filename, line_of(code, lasti), code.co_name))  # type: ignore[arg-type,union-attr]
     frames.reverse()
     return frames
+
+
+def _process_codes() -> Set[CodeType]:
+    """The code of ``BaseProcess.run`` and ``_bootstrap`` (of every package): in a child,
+    what lies outside them is how the process began (``spawn_main``, or the parent's own
+    stack copied by fork), not the program's stack."""
+    from . import flavours
+
+    return {
+        getattr(cls, name).__code__
+        for cls in flavours.classes("process", "BaseProcess")
+        for name in ("run", "_bootstrap")
+    }
 
 
 def format_frames(frames: List[Frame], indent: str = "  ") -> List[str]:

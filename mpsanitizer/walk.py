@@ -7,6 +7,7 @@ offender that the pickling scan found (``args[0]``, ``kwargs['cfg'].queue``,
 
 from __future__ import annotations
 
+import copyreg
 import enum
 import functools
 import gc
@@ -225,7 +226,7 @@ def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
     found = parts(obj, limit)
     if type(obj) is types.FunctionType:
         return found + _function_parts(obj)
-    if isinstance(obj, (*_SPECIAL, *_OPAQUE)):
+    if isinstance(obj, (*_SPECIAL, *_OPAQUE)) or not _reduces_in_python(type(obj)):
         return found
     try:
         rv = obj.__reduce_ex__(4)
@@ -245,6 +246,32 @@ def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
         for key, value in islice(rv[4], limit):
             if type(value) not in ATOMIC:
                 found.append((KEY, key, value))
+    return found
+
+
+_REDUCTIONS = ("__reduce_ex__", "__reduce__", "__getstate__")
+_python_reducers: Dict[type, bool] = {}
+
+
+def _reduces_in_python(cls: type) -> bool:
+    """Whether instances pickle through a ``__reduce__``, ``__reduce_ex__`` or
+    ``__getstate__`` of Python code, with no reducer registered for the class: the only
+    objects whose pickled state :func:`parts` may not show. The rest are never reduced
+    to name a path: a C type's reduction (a numpy array's) copies its data, a registered
+    one (torch's tensors) moves it to shared memory, and neither holds a primitive."""
+    try:
+        return _python_reducers[cls]
+    except KeyError:
+        pass
+    registered = cls in copyreg.dispatch_table or any(
+        cls in getattr(module.ForkingPickler, "_extra_reducers", {})
+        for module in flavours.modules("reduction")
+    )
+    found = not registered and any(
+        type(typeinfo.lookup(cls, name)) is types.FunctionType for name in _REDUCTIONS
+    )
+    if len(_python_reducers) < 10_000:
+        _python_reducers[cls] = found
     return found
 
 

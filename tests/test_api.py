@@ -513,3 +513,14 @@ def test_a_lock_pickled_outside_a_start_fails_with_cpythons_own_traceback(after_
         mpsanitizer.disable()
     files = [frame.filename for frame in traceback.extract_tb(info.tb)]
     assert not [name for name in files if "mpsanitizer" in name], files
+
+
+@pytest.mark.parametrize("method", h.METHODS)
+def test_a_childs_stacks_begin_at_its_target(method) -> None:
+    """Not at how the process began: spawn_main and <string>, or under fork the parent's
+    own stack, copied into the child."""
+    mpsanitizer.enable()
+    ctx = multiprocessing.get_context(method)
+    queue = ctx.Queue()
+    assert start(ctx.Process(target=h.put_own_stack, args=(queue,))) == 0
+    assert queue.get(timeout=30) == ["put_own_stack"]

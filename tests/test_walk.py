@@ -417,3 +417,44 @@ def test_a_fork_start_finds_each_foreign_lock_once() -> None:
         assert start(FORK.Process(target=h.noop, args=(lock, [lock], {"again": lock}))) == 0
     findings = [f for w in record for f in getattr(w.message, "findings", ())]
     assert [f.path for f in findings] == ["args[0]"]
+
+
+class Bulky:
+    """Data with a reducer registered for ForkingPickler (as torch registers one for its
+    tensors) and a costly reduction of its own, which pickling never uses."""
+
+    def __reduce__(self):
+        CALLS.append("Bulky.__reduce__")
+        return Bulky, ()
+
+
+def _reduce_bulky(obj):
+    CALLS.append("registered reducer")
+    return Bulky, ()
+
+
+class Sharded:
+    """Reaches its lock only through its own ``__getstate__``."""
+
+    def __init__(self, lock) -> None:
+        self.data = Bulky()
+        SHARD_LOCKS[id(self)] = lock
+
+    def __getstate__(self):
+        return {"data": self.data, "lock": SHARD_LOCKS[id(self)]}
+
+
+SHARD_LOCKS: dict = {}
+
+
+def test_naming_a_path_through_custom_state_runs_no_reduction_pickling_would_not(
+    monkeypatch,
+) -> None:
+    from multiprocessing import reduction
+
+    monkeypatch.setitem(reduction.ForkingPickler._extra_reducers, Bulky, _reduce_bulky)
+    proc = SPAWN.Process(target=h.noop, args=(Sharded(FORK.Lock()),))
+    with pytest.raises(ContextMismatchError) as info:
+        proc.start()
+    assert [f.path for f in info.value.findings] == ["args[0].<state>['lock']"]
+    assert CALLS == ["registered reducer"]  # what the pickling itself ran
