@@ -122,10 +122,12 @@ def format_report(findings: Sequence[Finding]) -> str:
             lines.append("    Object created before mpsanitizer was enabled: no creation stack.")
         lines.append("    fix: " + "\n         ".join(fix(finding)))
     lines.append("")
-    lines.append(
-        f"  {first.process_class} {first.process_name!r} started at (most recent call last):"
-    )
-    lines.extend(format_frames(first.started_at, "    "))
+    started = f"  {first.process_class} {first.process_name!r}"
+    if first.started_at:
+        lines.append(f"{started} started at (most recent call last):")
+        lines.extend(format_frames(first.started_at, "    "))
+    else:  # a library's own thread started it (a pool's, torch's parallel start)
+        lines.append(f"{started} started with no frame of the program on the stack")
     lines.append("  " + native_behaviour(first))
     lines.append(summary_line(findings))
     return "\n".join(lines)

@@ -524,3 +524,18 @@ def test_a_childs_stacks_begin_at_its_target(method) -> None:
     queue = ctx.Queue()
     assert start(ctx.Process(target=h.put_own_stack, args=(queue,))) == 0
     assert queue.get(timeout=30) == ["put_own_stack"]
+
+
+def test_a_start_with_no_frame_of_the_program_says_so() -> None:
+    """A library's thread starting the process (torch's parallel start does)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    mpsanitizer.enable()
+    proc = SPAWN.Process(target=h.noop, args=(FORK.Lock(),))
+    with ThreadPoolExecutor(1) as pool:
+        error = pool.submit(proc.start).exception(timeout=30)
+    assert isinstance(error, ContextMismatchError)
+    assert error.findings[0].started_at == []
+    assert "'SpawnProcess-" in str(error)
+    assert "started with no frame of the program on the stack" in str(error)
+    assert str(error).splitlines()[-1].endswith(" -> ?")
