@@ -354,22 +354,24 @@ class Checker:
     ) -> List[Finding]:
         """``proc``: the process object, None when it could not be found (then ``popen``
         names what pickled the objects)."""
-        if not hits:
+        started = stacks.resolve(stacks.capture(self.settings.stack_depth, _start_call_depth()))
+        site = started[-1] if started else None
+        hits = [h for h in hits if self._raises(h[1]) or not self._warned_before(h, target, site)]
+        if not hits:  # each was warned about at this site: no path to look up again
             return []
         shown = [obj if verdict.culprit is None else verdict.culprit for obj, verdict in hits]
         missing = {id(obj): obj for obj in shown}
         paths = walk.locate(proc, missing) if proc is not None else {}
         unplaced = f"(inside what {type(popen).__module__}.{type(popen).__qualname__} pickles)"
-        unplaced = "(inside the pickled process object)" if proc is not None else unplaced
+        unplaced = "(inside what the child receives)" if proc is not None else unplaced
         via, _ = walk.process_kind(proc) if proc is not None else ("Process", None)
-        started = stacks.resolve(stacks.capture(self.settings.stack_depth, _start_call_depth()))
         findings = []
         for obj, (_, verdict) in zip(shown, hits):
             severity = verdict.severity
             if self.settings.strict:
                 severity = "error"
             origin = verdict.origin
-            identity = (origin[origins.PID], origin[origins.SERIAL]) if origin else id(obj)
+            identity = _identity(obj, verdict)
             findings.append(
                 Finding(
                     kind=verdict.kind,
@@ -417,18 +419,37 @@ class Checker:
         error.__suppress_context__ = True
         return error
 
+    def _raises(self, verdict: Verdict) -> bool:
+        return self.settings.mode == "error" and (
+            self.settings.strict or verdict.severity == "error"
+        )
+
+    def _warned_before(self, hit: Hit, target: str, site: Any) -> bool:
+        obj, verdict = hit
+        return self._was_warned((_identity(obj, verdict), verdict.kind, target), site)
+
+    def _was_warned(self, handoff: Tuple[Any, ...], site: Any) -> bool:
+        """Warned about per object, kind, target start method and start site. A start
+        with no user frame (a pool's thread replacing a worker) repeats the start that
+        was warned about where the user made the pool."""
+        return (*handoff, site) in self._warned or (site is None and handoff in self._warned)
+
     def _first_time(self, finding: Finding) -> bool:
-        """Whether this hand-off was not warned about yet: per object, path and target,
-        and start site. A start with no user frame (a pool's thread replacing a worker)
-        repeats the start that was warned about where the user made the pool."""
+        """Whether this hand-off was not warned about yet (and note it)."""
         site = finding.started_at[-1] if finding.started_at else None
-        handoff = (finding.identity, finding.kind, finding.path, finding.target)
-        if (*handoff, site) in self._warned or (site is None and handoff in self._warned):
+        handoff = (finding.identity, finding.kind, finding.target)
+        if self._was_warned(handoff, site):
             return False
         if len(self._warned) < 10_000:
             self._warned[(*handoff, site)] = None
             self._warned[handoff] = None
         return True
+
+
+def _identity(obj: Any, verdict: Verdict) -> Any:
+    """What a finding is about: the record of the object's creation, else the object."""
+    origin = verdict.origin
+    return (origin[origins.PID], origin[origins.SERIAL]) if origin else id(obj)
 
 
 # Per thread, the popen whose start ``Checker.dump`` is pickling: its SemLocks are judged

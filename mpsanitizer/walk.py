@@ -395,33 +395,42 @@ def walk(
     budget: int,
     per_container: Optional[int] = None,
     expand: Callable[[Any, Optional[int]], List[Part]] = parts,
+    done: Callable[[], bool] = lambda: False,
 ) -> bool:
-    """Depth-first walk calling ``visit(node, obj)``; descend where it returns True.
+    """Breadth-first walk calling ``visit(node, obj)`` as each object is met; descend
+    where it returns True.
 
-    ``path_of(node)`` names the object. Visits at most ``budget`` objects and
-    ``per_container`` items of any one container. Returns False when cut short.
+    ``path_of(node)`` names the object: breadth first, the shortest path, and an argument
+    is met before anything inside a large one is looked at. Visits at most ``budget``
+    objects and ``per_container`` items of any one container, and stops once ``done()``.
+    Returns False when cut short by the budget.
     """
-    stack: List[Tuple[Any, Any]] = [(path, obj) for path, obj in roots if type(obj) not in ATOMIC]
-    stack.reverse()
     seen: Dict[int, Any] = {}
-    while stack:
-        node, obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen[id(obj)] = obj
-        budget -= 1
-        if budget < 0:
-            return False
-        if not visit(node, obj):
-            continue
+    todo: List[Tuple[Any, Any]] = []  # to descend into, read by index
+    met: Any = roots
+    i = 0
+    while True:
+        for node, obj in met:
+            if type(obj) in ATOMIC or id(obj) in seen:
+                continue
+            seen[id(obj)] = obj
+            budget -= 1
+            if budget < 0:
+                return False
+            if visit(node, obj):
+                todo.append((node, obj))
+            elif done():
+                return True
+        if i == len(todo):
+            return True
+        node, obj = todo[i]
+        todo[i] = None  # type: ignore[call-overload]
+        i += 1
         try:
             found = expand(obj, per_container)
         except Exception:  # an object whose inspection raises: pickling would decide
-            continue
-        for i in range(len(found) - 1, -1, -1):
-            kind, key, child = found[i]
-            stack.append(((node, kind, key), child))
-    return True
+            found = []
+        met = [((node, kind, key), child) for kind, key, child in found]
 
 
 def child_objects(proc: Any) -> List[Any]:
@@ -518,7 +527,10 @@ def locate(proc: Any, wanted: Dict[int, Any], budget: int = 200_000) -> Dict[int
             return False
         return len(found) < len(wanted)
 
+    def finished() -> bool:
+        return len(found) == len(wanted)
+
     for expand in (parts, parts_with_reduce):
         if len(found) < len(wanted):
-            walk(process_roots(proc), visit, budget, expand=expand)
+            walk(process_roots(proc), visit, budget, expand=expand, done=finished)
     return found

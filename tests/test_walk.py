@@ -458,3 +458,32 @@ def test_naming_a_path_through_custom_state_runs_no_reduction_pickling_would_not
         proc.start()
     assert [f.path for f in info.value.findings] == ["args[0].<state>['lock']"]
     assert CALLS == ["registered reducer"]  # what the pickling itself ran
+
+
+def test_an_argument_after_a_huge_one_still_gets_its_path() -> None:
+    """The path lookup goes breadth first: args[1] is met before args[0]'s 250k items."""
+    rows = [[i] for i in range(250_000)]
+    with pytest.raises(ContextMismatchError) as info:
+        SPAWN.Process(target=h.noop, args=(rows, FORK.Lock())).start()
+    assert [f.path for f in info.value.findings] == ["args[1]"]
+
+
+def test_a_hand_off_warned_about_is_not_located_again_at_each_start(monkeypatch) -> None:
+    """Each later start from the same site skips the report: its path lookup can cost as
+    much as walking all the arguments."""
+    from mpsanitizer import walk
+
+    located = []
+    real_locate = walk.locate
+
+    def counting(proc, wanted, *args):
+        located.append(len(wanted))
+        return real_locate(proc, wanted, *args)
+
+    monkeypatch.setattr(walk, "locate", counting)
+    lock = SPAWN.Lock()
+    with pytest.warns(ContextMixingWarning) as record:
+        for _ in range(3):
+            assert start(FORK.Process(target=h.noop, args=(lock,))) == 0
+    assert len([w for w in record if w.category is ContextMixingWarning]) == 1
+    assert located == [1]
