@@ -10,7 +10,6 @@ every pickler ends, ``SemLock.__getstate__``.
 
 from __future__ import annotations
 
-import copyreg
 import functools
 import io
 import pickle
@@ -141,7 +140,6 @@ class _Output:
             self.target.write(self.file.getvalue())
 
 
-_REDUCTIONS = ("__reduce__", "__reduce_ex__", "__getstate__")
 _self_reducing: Dict[type, bool] = {}
 
 
@@ -161,17 +159,10 @@ def _reduces_itself(cls: type, native: Optional[Callable]) -> bool:
             if flavours.package_of(typeinfo.module_of(klass)) is not None:
                 break
             namespace = typeinfo.namespace(klass)
-            own = own or any(name in namespace for name in _REDUCTIONS)
+            own = own or any(name in namespace for name in walk.REDUCTIONS)
     if len(_self_reducing) < 10_000:
         _self_reducing[cls] = own
     return own
-
-
-def _registered_reducer(package: str, cls: type) -> Optional[Callable]:
-    """The reducer a ForkingPickler of ``package`` would use for ``cls``, if any."""
-    pickler = sys.modules[f"{package}.reduction"].ForkingPickler
-    found = getattr(pickler, "_extra_reducers", {}).get(cls)
-    return found if found is not None else copyreg.dispatch_table.get(cls)
 
 
 _scanning_classes: Dict[type, type] = {}
@@ -468,11 +459,12 @@ def _is_process(obj: Any) -> bool:
 def _every_offender(proc: Any, target: str, package: str) -> List[Hit]:
     """Every tracked object of ``package`` in what ``proc`` sends, judged: for a start whose
     pickling cannot show them all (a library's own, or one that fails at the first)."""
+    reduction = [sys.modules[f"{package}.reduction"]]
     hits: List[Hit] = []
     for obj in walk.tracked_objects(walk.child_objects(proc), kinds.is_tracked, 10_000, 1000):
         if flavours.package_of_class(type(obj)) != package:
             continue  # that package's own spawning state decides
-        if _reduces_itself(type(obj), _registered_reducer(package, type(obj))):
+        if _reduces_itself(type(obj), walk.registered_reducer(type(obj), reduction)):
             continue  # what it sends is known only by pickling it
         verdict = judge(obj, target)
         if verdict is not None and _reportable(verdict, target):

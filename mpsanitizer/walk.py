@@ -249,8 +249,18 @@ def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
     return found
 
 
-_REDUCTIONS = ("__reduce_ex__", "__reduce__", "__getstate__")
+REDUCTIONS = ("__reduce_ex__", "__reduce__", "__getstate__")  # a class's own pickling
 _python_reducers: Dict[type, bool] = {}
+
+
+def registered_reducer(cls: type, packages: Optional[List[Any]] = None) -> Optional[Callable]:
+    """The reducer registered for ``cls`` with ForkingPickler (of the ``reduction``
+    modules given, else of every imported package) or copyreg, if any."""
+    for module in flavours.modules("reduction") if packages is None else packages:
+        found = getattr(module.ForkingPickler, "_extra_reducers", {}).get(cls)
+        if found is not None:
+            return found
+    return copyreg.dispatch_table.get(cls)
 
 
 def _reduces_in_python(cls: type) -> bool:
@@ -263,12 +273,8 @@ def _reduces_in_python(cls: type) -> bool:
         return _python_reducers[cls]
     except KeyError:
         pass
-    registered = cls in copyreg.dispatch_table or any(
-        cls in getattr(module.ForkingPickler, "_extra_reducers", {})
-        for module in flavours.modules("reduction")
-    )
-    found = not registered and any(
-        type(typeinfo.lookup(cls, name)) is types.FunctionType for name in _REDUCTIONS
+    found = registered_reducer(cls) is None and any(
+        type(typeinfo.lookup(cls, name)) is types.FunctionType for name in REDUCTIONS
     )
     if len(_python_reducers) < 10_000:
         _python_reducers[cls] = found
