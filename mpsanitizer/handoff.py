@@ -23,7 +23,6 @@ from .config import Settings
 from .errors import ContextMismatchError, warn
 from .faults import report_fault
 from .findings import MISMATCH, Finding, Verdict, judge
-from .report import STANDARD_METHODS
 
 Hit = Tuple[Any, Verdict]  # a tracked object and what it means for the child
 
@@ -475,7 +474,7 @@ def _every_offender(proc: Any, target: str, package: str) -> List[Hit]:
 def _reportable(verdict: Optional[Verdict], target: str) -> bool:
     """For a library's own start method ("loky") only what cannot work is reported: its
     contexts are not multiprocessing's, so mixing with them means nothing."""
-    return verdict is not None and (target in STANDARD_METHODS or verdict.kind == MISMATCH)
+    return verdict is not None and (target in origins.STANDARD_METHODS or verdict.kind == MISMATCH)
 
 
 def _start_frames() -> Iterator[Tuple[int, Any]]:

@@ -92,7 +92,7 @@ def start_method(ctx: Any, package: str = "multiprocessing") -> str:
     if ctx is None:
         ctx = _default_context(package)
     method = ctx.get_start_method()
-    if method not in _STANDARD_METHODS:  # a context of the program's or a library's naming
+    if method not in STANDARD_METHODS:  # a context of the program's or a library's naming
         method = _start_method_of_named(ctx, method)
     if method != "fork":
         tracker.foreign += 1
@@ -101,7 +101,7 @@ def start_method(ctx: Any, package: str = "multiprocessing") -> str:
     return method
 
 
-_STANDARD_METHODS = frozenset(("fork", "spawn", "forkserver"))
+STANDARD_METHODS = frozenset(("fork", "spawn", "forkserver"))  # CPython's own
 
 
 def _start_method_of_named(ctx: Any, name: str) -> str:

@@ -6,10 +6,10 @@ import sys
 from typing import List, Sequence
 
 from .findings import MISMATCH, Finding
+from .origins import STANDARD_METHODS
 from .stacks import format_frames, short_location
 
 NATIVE_CHECK = (3, 11, 5)
-STANDARD_METHODS = ("fork", "spawn", "forkserver")
 _NATIVE_MESSAGE = (
     "RuntimeError: A SemLock created in a fork context is being shared with a process "
     "in a spawn context"
