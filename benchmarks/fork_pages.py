@@ -102,27 +102,17 @@ def main() -> int:
         print("fork_pages: page frames read as 0: run it as root", file=sys.stderr)
         return 2
 
+    from run import fork_popen_stubs  # this directory's run.py
+
     import mpsanitizer
-    from mpsanitizer import handoff, hooks
+    from mpsanitizer import handoff
 
     mpsanitizer.enable()
     keep = multiprocessing.get_context("spawn").Lock()  # a foreign record: the check runs
     checker = handoff.Checker(mpsanitizer.Settings())
 
-    class Stub:
-        method = "fork"
-
-        def _launch(self, process_obj: Any) -> None:
-            return None
-
-    class Checked(Stub):
-        pass
-
-    Checked._launch = hooks.fork_launch_hook(  # type: ignore[method-assign]
-        vars(Stub)["_launch"], checker.fork_start
-    )
     proc = multiprocessing.get_context("fork").Process(target=child, args=(1, "x"))
-    plain, checked = Stub(), Checked()
+    plain, checked = fork_popen_stubs(checker)
     for _ in range(100):  # warm: specialised bytecode, caches filled
         checked._launch(proc)
     native: List[Set[int]] = []

@@ -574,12 +574,10 @@ def _arg_sets() -> List[Tuple[str, tuple]]:
     ]
 
 
-def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
-    import mpsanitizer
-    from mpsanitizer import handoff, hooks
-
-    checker = handoff.Checker(mpsanitizer.Settings())
-    ctx = multiprocessing.get_context("fork")
+def fork_popen_stubs(checker: Any) -> Tuple[Any, Any]:
+    """Two stand-ins for fork's ``Popen`` whose ``_launch`` does not fork: one plain, one
+    with the hook enable() puts on ``popen_fork.Popen._launch``, calling ``checker``."""
+    from mpsanitizer import hooks
 
     class ForkPopenStub:
         method = "fork"
@@ -590,11 +588,19 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
     class CheckedForkPopenStub(ForkPopenStub):
         pass
 
-    # What enable() does to popen_fork.Popen._launch, on a stub that does not fork.
     CheckedForkPopenStub._launch = hooks.fork_launch_hook(  # type: ignore[method-assign]
         vars(ForkPopenStub)["_launch"], checker.fork_start
     )
-    plain, checked = ForkPopenStub(), CheckedForkPopenStub()
+    return ForkPopenStub(), CheckedForkPopenStub()
+
+
+def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
+    import mpsanitizer
+    from mpsanitizer import handoff
+
+    checker = handoff.Checker(mpsanitizer.Settings())
+    ctx = multiprocessing.get_context("fork")
+    plain, checked = fork_popen_stubs(checker)
     foreign = ForeignBorn()
     if foreign.supported:
         proc = ctx.Process(target=child, args=SMALL_ARGS)
