@@ -18,7 +18,7 @@ import threading
 from multiprocessing.process import BaseProcess as _BaseProcess
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import flavours, jsonlog, kinds, origins, stacks, typeinfo, walk
+from . import dump_hook, flavours, jsonlog, kinds, origins, stacks, typeinfo, walk
 from .config import Settings
 from .errors import ContextMismatchError, warn
 from .faults import report_fault
@@ -185,6 +185,90 @@ def _effective_protocol(protocol: Optional[int]) -> int:
     return pickle.HIGHEST_PROTOCOL if protocol < 0 else protocol
 
 
+def _dump_arguments(obj: Any, file: Any, protocol: Optional[int] = None) -> Tuple[Any, Any, Any]:
+    return obj, file, protocol
+
+
+class DumpScan:
+    """One process pickled for a start, through the scanning pickler: the steps of the
+    wrapper :mod:`mpsanitizer.dump_hook` makes, in that wrapper's own frame.
+
+    In error mode offenders are pickled as 0 so that the scan goes on; if the report
+    then cannot be made, what was written is taken back and CPython pickles the
+    process itself (``again``): the child never gets those zeros, and 3.11.5+ refuses
+    natively."""
+
+    def __init__(
+        self, checker: Checker, popen: Any, package: str, obj: Any, file: Any, protocol: Any
+    ) -> None:
+        self.checker, self.package, self.obj = checker, package, obj
+        self.file, self.protocol = file, protocol
+        self.target = getattr(popen, "method", None) or "spawn"
+        self.pickler: Optional[Any] = None
+        self.out: Optional[_Output] = None
+        self.again = False
+        self._thread = threading.get_ident()
+        _dumping[self._thread] = popen
+
+    def scanning(self) -> Tuple[Callable, Any, Any, Any]:
+        """(pickler class, obj, file, protocol) for the pickling call: the scanning
+        pickler, or CPython's own when it cannot be made."""
+        try:
+            self.out = _Output(self.file, elide=self.checker.settings.mode == "error")
+            return self._scanning_pickler, self.obj, self.out.file, self.protocol
+        except Exception as exc:
+            report_fault("preparing the start check", exc)
+            return self.native()
+
+    def _scanning_pickler(self, file: Any, protocol: Any) -> Any:
+        assert self.out is not None
+        self.pickler = scanning_pickler(
+            self.package, file, protocol, self.target, self.out.elide, self.package
+        )
+        return self.pickler
+
+    def native(self) -> Tuple[Callable, Any, Any, Any]:
+        """The same for CPython's own pickling, what was written taken back."""
+        if self.out is not None:
+            self.out.take_back()
+        forking_pickler = sys.modules[f"{self.package}.reduction"].ForkingPickler
+        return forking_pickler, self.obj, self.file, self.protocol
+
+    def failed(self, native: BaseException) -> Optional[BaseException]:
+        """The pickling raised ``native`` (an unpicklable argument, CPython's own check in
+        warn mode): report what was seen; our error to raise, else ``native`` stands."""
+        pickler = self.pickler
+        if pickler is None:
+            return None
+        pickler.release()
+        checker = self.checker
+        hits = checker._all_findings(self.obj, self.target, self.package, pickler.hits)
+        error = checker._deliver(hits, native)
+        if error is None:
+            self.again = bool(pickler.elided)  # we hid an offender: let CPython see them all
+            dump_hook.cut_our_frames(native)
+        return error
+
+    def succeeded(self) -> Optional[BaseException]:
+        pickler = self.pickler
+        if pickler is None:
+            return None
+        pickler.release()
+        if pickler.fault is not None:
+            report_fault("scanning a process's arguments", pickler.fault)
+        error = self.checker._deliver(
+            self.checker._safe_findings(self.obj, self.target, pickler.hits)
+        )
+        if error is None and pickler.elided:  # no report could be made
+            self.again = True
+        elif error is None and self.out is not None:
+            self.out.keep()
+        return error
+
+    def end(self) -> None:
+        _dumping.pop(self._thread, None)
+
+
 class Checker:
     """Holds the settings and turns hits into findings, warnings and errors."""
 
@@ -214,21 +298,19 @@ class Checker:
             report_fault("checking a fork start", exc)
         return self._deliver(findings) if findings else None
 
-    def dump(self, wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
-        """``reduction.dump``: the pickling a spawn or forkserver start performs."""
-        obj = args[0] if args else kwargs.get("obj")
+    def begin_dump(self, wrapped: Callable, args: tuple, kwargs: Dict) -> Optional[DumpScan]:
+        """``reduction.dump(*args, **kwargs)``: the scan of the pickling a spawn or
+        forkserver start performs, or None when it is no process start
+        (:mod:`mpsanitizer.dump_hook` runs it)."""
+        try:
+            obj, file, protocol = _dump_arguments(*args, **kwargs)
+        except TypeError:
+            return None  # the call fails natively, as it would
         package = flavours.package_of(getattr(wrapped, "__module__", None)) or flavours.STANDARD
         popen = flavours.spawning_popen(package)
         if popen is None or not _is_process(obj):
-            return wrapped(*args, **kwargs)
-        thread = threading.get_ident()
-        _dumping[thread] = popen
-        try:
-            error = self._checked_dump(wrapped, popen, package, *args, **kwargs)
-        finally:
-            _dumping.pop(thread, None)
-        if error is not None:
-            raise error
+            return None
+        return DumpScan(self, popen, package, obj, file, protocol)
 
     def semlock_getstate(self, wrapped: Callable, instance: Any, args: tuple, kwargs: Dict) -> Any:
         """``SemLock.__getstate__``: a SemLock pickled for a process start by some other
@@ -243,52 +325,6 @@ class Checker:
         return wrapped(*args, **kwargs)
 
     # -- checks -------------------------------------------------------------
-
-    def _checked_dump(
-        self,
-        wrapped: Callable,
-        popen: Any,
-        package: str,
-        obj: Any,
-        file: Any,
-        protocol: Optional[int] = None,
-    ) -> Optional[BaseException]:
-        """``reduction.dump(obj, file, protocol)`` of a process, through the scanning pickler.
-
-        In error mode offenders are pickled as 0 so that the scan goes on; if the report
-        then cannot be made, what was written is taken back and CPython pickles the
-        process itself: the child never gets those zeros, and 3.11.5+ refuses natively."""
-        target = getattr(popen, "method", None) or "spawn"
-        try:
-            out = _Output(file, elide=self.settings.mode == "error")
-            pickler = scanning_pickler(package, out.file, protocol, target, out.elide, package)
-        except Exception as exc:
-            report_fault("preparing the start check", exc)
-            wrapped(obj, file, protocol)
-            return None
-        try:
-            pickler.dump(obj)
-        except BaseException as native:
-            # The start fails natively (an unpicklable argument, CPython's own
-            # check in warn mode): report what was seen, then let it through.
-            pickler.release()
-            error = self._deliver(self._all_findings(obj, target, package, pickler.hits), native)
-            if error is not None:
-                return error
-            if pickler.elided:  # we hid an offender from CPython: let it see them all
-                out.take_back()
-                wrapped(obj, file, protocol)
-            raise
-        pickler.release()
-        if pickler.fault is not None:
-            report_fault("scanning a process's arguments", pickler.fault)
-        error = self._deliver(self._safe_findings(obj, target, pickler.hits))
-        if error is None and pickler.elided:  # no report could be made
-            out.take_back()
-            wrapped(obj, file, protocol)
-        elif error is None:
-            out.keep()
-        return error
 
     def _all_findings(self, proc: Any, target: str, package: str, hits: List[Hit]) -> List[Finding]:
         """The findings of a pickling that failed: its hits, and the offenders it did not
@@ -442,7 +478,7 @@ def _identity(obj: Any, verdict: Verdict) -> Any:
     return (origin[origins.PID], origin[origins.SERIAL]) if origin else id(obj)
 
 
-# Per thread, the popen whose start ``Checker.dump`` is pickling: its SemLocks are judged
+# Per thread, the popen whose start a ``DumpScan`` is pickling: its SemLocks are judged
 # by the scanning pickler, not again by ``Checker.semlock_getstate``.
 _dumping: Dict[int, Any] = {}
 

@@ -21,7 +21,7 @@ from .config import Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
-    from typing import Any, Callable, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 _lock = threading.RLock()
 _applied: List[Tuple[Any, str, Any, Any]] = []  # (owner, name, original, replacement)
@@ -38,7 +38,7 @@ _fork_hook_installed = False
 # The start-time interceptions: attribute -> the Checker method that wraps it (None: a
 # trigger only, put back as it was once the checks are on).
 _START_CHECKS = {
-    "dump": "dump",
+    "dump": "begin_dump",
     "_launch": "fork_start",
     "__getstate__": "semlock_getstate",
     "set_spawning_popen": None,
@@ -184,6 +184,7 @@ def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> No
     import wrapt
 
     from . import lazy
+    from .dump_hook import dump_hook
     from .hooks import fork_launch_hook
     from .origins import tracker
 
@@ -204,6 +205,8 @@ def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> No
         return
     if name == "_launch":
         wrapper = fork_launch_hook(original, _check_fork_start)
+    elif name == "dump":
+        wrapper = wrapt.FunctionWrapper(original, dump_hook(original, _begin_dump))
     else:
         enabled = _spawning_popen_of(owner) if name == "__getstate__" else None
         wrapper = wrapt.FunctionWrapper(original, getattr(_checker, check), enabled=enabled)
@@ -218,6 +221,12 @@ def _check_fork_start(popen: Any, proc: Any) -> Optional[BaseException]:
     """What fork's ``_launch`` hook calls: the current checker's verdict on the start."""
     checker = _checker
     return checker.fork_start(popen, proc) if checker is not None else None
+
+
+def _begin_dump(wrapped: Callable, args: tuple, kwargs: Dict[str, Any]) -> Any:
+    """What ``reduction.dump``'s wrapper calls: the current checker's scan of a start."""
+    checker = _checker
+    return checker.begin_dump(wrapped, args, kwargs) if checker is not None else None
 
 
 def _spawning_popen_of(owner: Any) -> Callable[[], Any]:

@@ -156,3 +156,36 @@ def test_the_code_of_a_creation_site_is_not_kept_once_its_primitive_is_gone() ->
     del lock, namespace
     gc.collect()
     assert code() is None
+
+
+def test_the_dump_wrapper_takes_reduction_dumps_file_lines_and_name() -> None:
+    from multiprocessing import reduction
+
+    from mpsanitizer.dump_hook import dump_hook
+
+    code = reduction.dump.__code__
+    wrapper = dump_hook(reduction.dump, lambda wrapped, args, kwargs: None)
+    lines = {line for line in _lines_of(wrapper.__code__) if line != code.co_firstlineno}
+    assert wrapper.__code__.co_filename == code.co_filename
+    assert (wrapper.__code__.co_firstlineno, wrapper.__name__) == (code.co_firstlineno, "dump")
+    assert lines == {line for line in _lines_of(code) if line != code.co_firstlineno}
+
+
+def test_a_dump_of_another_shape_gets_a_wrapper_of_our_own_name_that_forwards() -> None:
+    from mpsanitizer.dump_hook import dump_hook
+
+    calls = []
+
+    def dump(obj, file, protocol=None, *args):  # multiprocess's has more parameters
+        calls.append((obj, file, protocol, args))
+
+    wrapper = dump_hook(dump, lambda wrapped, args, kwargs: None)
+    wrapper(dump, None, (1, 2), {"protocol": 3})
+    assert wrapper.__code__.co_filename == "<mpsanitizer: reduction.dump>"
+    assert calls == [(1, 2, 3, ())]
+
+
+def _lines_of(code):
+    import dis
+
+    return {line for _, line in dis.findlinestarts(code) if line is not None}

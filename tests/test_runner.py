@@ -187,6 +187,73 @@ def test_uncaught_exception_shows_user_frames_only(tmp_path: Path) -> None:
     assert result.stderr.rstrip().endswith("KeyError: 'x'")
 
 
+UNPICKLABLE_START = """
+import multiprocessing, sys
+
+class Refuses:
+    def __reduce__(self):
+        raise ValueError("not today")
+
+target = lambda: None
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    queue = ctx.Queue()  # tracked: pickled through the sanitizer's reducer, before Refuses
+    if sys.argv[2] == "lambda":
+        proc = ctx.Process(target=target)
+    elif sys.argv[2] == "reduce":
+        proc = ctx.Process(target=print, args=([queue, Refuses()],))
+    else:  # a fork Lock: CPython 3.11.5+ refuses it, the sanitizer reports it
+        proc = ctx.Process(target=print, args=(multiprocessing.get_context("fork").Lock(),))
+    proc.start()
+    proc.join()
+"""
+
+
+def _addresses_out(text: str) -> str:
+    return re.sub(r" at 0x[0-9a-f]+", " at 0x?", text)
+
+
+@both_ways
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("what", ["lambda", "reduce"])
+def test_a_start_that_cannot_pickle_fails_with_pythons_own_traceback(
+    tmp_path: Path, method: str, what: str
+) -> None:
+    """The most common multiprocessing error reads as CPython's: no frame of ours, the
+    last one reduction.py's ``dump`` (3.11+ carets included)."""
+    (tmp_path / "app.py").write_text(UNPICKLABLE_START)
+    native = python(["app.py", method, what], tmp_path)
+    sanitized = python(["-m", "mpsanitizer", "app.py", method, what], tmp_path)
+    assert native.returncode == 1 and "Traceback" in native.stderr
+    assert (sanitized.returncode, _addresses_out(sanitized.stderr)) == (
+        native.returncode, _addresses_out(native.stderr),
+    )  # fmt: skip
+
+
+def _traceback_of(stderr: str) -> str:
+    return stderr[stderr.index("Traceback (most recent call last):") :]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11, 5), reason="the child crashes instead")
+def test_in_warn_mode_cpythons_refusal_keeps_its_own_traceback(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(UNPICKLABLE_START)
+    native = python(["app.py", "spawn", "fork-lock"], tmp_path)
+    warned = python(["app.py", "spawn", "fork-lock"], tmp_path, env={"MPSANITIZE": "warn"})
+    assert "ContextMixingWarning" in warned.stderr
+    assert warned.returncode == native.returncode == 1
+    assert _traceback_of(warned.stderr) == _traceback_of(native.stderr)
+
+
+def test_a_mismatch_is_raised_from_reductions_dump_frame(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(UNPICKLABLE_START)
+    result = python(["-m", "mpsanitizer", "app.py", "spawn", "fork-lock"], tmp_path)
+    frames = [line for line in result.stderr.splitlines() if line.startswith("  File ")]
+    assert result.returncode == 1
+    assert frames[-1].endswith(", in dump") and "reduction.py" in frames[-1], frames
+    assert not [line for line in frames if f"mpsanitizer{os.sep}" in line], frames
+
+
 INTERRUPTED_WITH_A_CHILD = """
 import atexit, multiprocessing, time
 
