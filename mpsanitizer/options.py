@@ -54,7 +54,8 @@ def parse_pairs(text: str, source: str = OPTIONS) -> "Dict[str, object]":
         key = key.strip().replace("-", "_")
         if not sep:
             raise OptionError(f"{source}: {item!r} is not key=value")
-        values[key] = convert(key, value.strip(), source)
+        value = value.strip()
+        values[key] = convert(key, value.lower() if key == "mode" else value, source)
     return values
 
 

@@ -45,6 +45,10 @@ class _Session:
 
 
 _KEY = pytest.StashKey[Optional[_Session]]()
+# What the session changed in this process, put back at its end (``pytest.main()`` and
+# pytester run sessions inside a process that goes on): (environment, settings before).
+_BEFORE = pytest.StashKey[Tuple[Dict[str, Optional[str]], Optional[Settings]]]()
+_ENVIRONMENT = (options.TOGGLE, options.OPTIONS, _SESSION_LOG)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,7 +77,8 @@ def _resolve(config: pytest.Config) -> Tuple[Optional[Settings], str]:
     ):
         if value is None:
             continue
-        toggle = options.toggle_value({options.TOGGLE: value}, source)
+        label = "ini option mpsanitize" if source == "ini" else source
+        toggle = options.toggle_value({options.TOGGLE: value}, label)
         if toggle is None:
             return None, source
         layers = [
@@ -106,6 +111,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: List[str]) 
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     session: Optional[_Session] = None
+    if settings is not None or source:
+        import mpsanitizer
+
+        environment = {key: os.environ.get(key) for key in _ENVIRONMENT}
+        early_config.stash[_BEFORE] = (environment, mpsanitizer.settings())
     if settings is not None:
         own_dir = None
         # A log prefix inherited from a controlling pytest (an xdist worker) is not
@@ -120,8 +130,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: List[str]) 
         os.environ.update(options.to_environment(settings))
         if own_dir:
             os.environ[_SESSION_LOG] = settings.log_path or ""
-        from . import patches
+        from . import patches, stacks
 
+        stacks.stop_at_packages("_pytest", "pluggy")  # a test's stacks end at the test
         patches.enable(settings)
     elif source:
         os.environ[options.TOGGLE] = "0"  # forced off: keep children off too
@@ -141,6 +152,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_KEY, None)
     if session is not None and session.own_dir:
         shutil.rmtree(session.own_dir, ignore_errors=True)
+    before = config.stash.get(_BEFORE, None)
+    if before is None:
+        return
+    environment, settings = before
+    for key, value in environment.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    from . import patches
+
+    if settings is None:
+        patches.disable()
+    else:
+        patches.enable(settings)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -219,29 +245,51 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     except Exception as exc:
         warnings.warn(f"mpsanitizer: could not read findings ({exc})", RuntimeWarning, stacklevel=1)
         return
-    _reemit_child_warnings(records)
-    errors = [r for r in records if r.get("severity") == "error"]
-    if not errors:
-        return
+    raised = _reemit_child_warnings(records)
     from .findings import Finding
     from .report import format_report
 
-    text = "\n\n".join(format_report([Finding.from_dict(r)]) + _where(r) for r in errors)
-    if report.outcome == "failed":  # already failing (often from this very finding): once
-        report.sections.append(("mpsanitizer findings", text))
+    errors = [
+        format_report([Finding.from_dict(r)]) for r in records if r.get("severity") == "error"
+    ]
+    errors = [text + _where(r) for r, text in zip(_errors(records), errors)] + raised
+    if not errors:
+        return
+    if report.outcome == "failed":  # already failing, often from this very finding: once
+        shown = str(report.longrepr)
+        text = "\n\n".join(e for e in errors if _summary_line(e) not in shown)
+        if text:
+            report.sections.append(("mpsanitizer findings", text))
         return
     report.outcome = "failed"
+    text = "\n\n".join(errors)
     report.longrepr = f"mpsanitizer: {len(errors)} finding(s) during this test\n\n{text}"
+
+
+def _errors(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [r for r in records if r.get("severity") == "error"]
+
+
+def _summary_line(text: str) -> str:
+    """The ``SUMMARY: mpsanitizer: ...`` line of a report."""
+    return next((line for line in text.splitlines() if line.startswith("SUMMARY: ")), text)
 
 
 def _where(record: Dict[str, Any]) -> str:
     return f"\n  (reported by pid {record.get('pid')}, {record.get('reporting_process', '')})"
 
 
-def _reemit_child_warnings(records: List[Dict[str, Any]]) -> None:
+def _reemit_child_warnings(records: List[Dict[str, Any]]) -> List[str]:
+    """Warn here about each warning of another process; the texts of those the warning
+    filters turn into errors (``-W error``), which fail the test."""
     from .errors import warn
     from .findings import Finding
 
+    raised = []
     for record in records:
         if record.get("severity") == "warning" and record.get("pid") != os.getpid():
-            warn(Finding.from_dict(record), "<child process>")
+            try:
+                warn(Finding.from_dict(record), "<child process>")
+            except Warning as exc:
+                raised.append(f"{type(exc).__name__}: {exc}{_where(record)}")
+    return raised

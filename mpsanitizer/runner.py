@@ -90,7 +90,7 @@ def main(argv: Optional[List[str]] = None, path0: Optional[str] = None) -> int:
         )
     except (UsageError, ValueError) as exc:
         return _usage_error(exc)
-    if argv is None and not switches and _runnable(kind, target) and relaunch.possible():
+    if argv is None and not switches and _runnable(kind, target, path0) and relaunch.possible():
         program = [target, *args] if kind == "script" else [kind, target, *args]
         if kind == "script" and target.startswith("-") and target != "-":
             program.insert(0, "--")  # a script named like an option, as it was given

@@ -34,6 +34,19 @@ class Frame(namedtuple("Frame", ("filename", "lineno", "function"))):
 
 
 STOP_CODES: Dict[int, CodeType] = {}  # by id: frames below the user's program (the runner's exec)
+# Directories whose frames are below the user's program (pytest's, in a test session).
+STOP_DIRS: List[str] = []
+
+
+def stop_at_packages(*names: str) -> None:
+    """Stacks end where a frame of one of these imported packages begins."""
+    for name in names:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path:
+            directory = os.path.dirname(os.path.abspath(path)) + os.sep
+            if directory not in STOP_DIRS:
+                STOP_DIRS.append(directory)
 
 
 # Frames of these are not the user's: multiprocessing and ours, and the libraries whose job
@@ -176,12 +189,16 @@ def line_of(code: CodeType, lasti: int) -> int:
 
 def resolve(raw: RawStack) -> List[Frame]:
     """Turn a raw stack into frames, outermost first (most recent call last). Frames
-    from the runner's own ``exec`` down are not the user's and are dropped."""
+    from the runner's own ``exec`` down (or pytest's, in a test session) are not the
+    user's and are dropped."""
     frames: List[Frame] = []
     process_codes = _process_codes()
+    stop_dirs = tuple(STOP_DIRS)
     for i in range(0, len(raw) - 1, 2):
         code, lasti = raw[i], raw[i + 1]
         if id(code) in STOP_CODES or code in process_codes:
+            break
+        if stop_dirs and code.co_filename.startswith(stop_dirs):  # type: ignore[union-attr]
             break
         frames.append(Frame(code.co_filename, line_of(code, lasti), code.co_name))  # type: ignore[arg-type,union-attr]
     frames.reverse()

@@ -226,3 +226,89 @@ def test_works_under_xdist(suite, monkeypatch) -> None:
     text = result.stdout.str()
     for name in ("test_swallowed", "test_in_thread", "test_in_child", "test_broken_pool"):
         assert f"FAILED test_suite.py::{name}" in text
+
+
+CHILD_MIXES = """
+import multiprocessing
+from helpers import touch
+
+def child():
+    lock = multiprocessing.get_context("spawn").Lock()
+    p = multiprocessing.get_context("fork").Process(target=touch, args=(lock,))
+    p.start(); p.join()
+
+def test_child_mixes():
+    p = multiprocessing.get_context("spawn").Process(target=child); p.start(); p.join()
+
+def test_next():
+    pass
+"""
+
+
+@pytest.mark.parametrize("flag", ["error", "error::mpsanitizer.ContextMixingWarning"])
+def test_a_childs_warning_made_an_error_by_w_fails_its_test_not_the_session(
+    suite, monkeypatch, flag
+) -> None:
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    suite.makepyfile(test_child=CHILD_MIXES)
+    result = suite.runpytest_subprocess("-v", "--mpsanitize=warn", "-W", flag, "test_child.py")
+    text = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in text
+    result.assert_outcomes(passed=1, failed=1)
+    assert "ContextMixingWarning: mpsanitizer: WARNING: context-mixing" in text
+
+
+UNCAUGHT = """
+import multiprocessing
+from helpers import touch
+
+def test_uncaught():
+    lock = multiprocessing.get_context("fork").Lock()
+    multiprocessing.get_context("spawn").Process(target=touch, args=(lock,)).start()
+"""
+
+
+def test_a_failing_tests_own_report_is_shown_once_and_its_stacks_end_at_the_test(
+    suite, monkeypatch
+) -> None:
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    suite.makepyfile(test_uncaught=UNCAUGHT)
+    result = suite.runpytest_subprocess("--mpsanitize", "test_uncaught.py")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    assert text.count("SUMMARY: mpsanitizer: context-mismatch") == 1, text
+    created = text[text.index("Object created at") :].splitlines()[1:3]
+    assert "test_uncaught.py" in created[0] and "lock = " in created[1], created
+    assert "_pytest" not in text[text.index("Object created at") :], text
+
+
+DRIVER = """
+import os, subprocess, sys
+import pytest, mpsanitizer
+
+before = {k: v for k, v in os.environ.items() if k.startswith("MPSANITIZE")}
+assert pytest.main(["-q", "-p", "no:cacheprovider", "--mpsanitize", "test_ok.py"]) == 0
+after = {k: v for k, v in os.environ.items() if k.startswith("MPSANITIZE")}
+child = subprocess.run([sys.executable, "-c", "print('child ok')"], capture_output=True, text=True)
+print("same environment:", before == after)
+print("enabled after:", mpsanitizer.is_enabled())
+print("child:", child.returncode, child.stdout.strip(), child.stderr.strip())
+print("second:", int(pytest.main(["-q", "-p", "no:cacheprovider", "test_ok.py"])))
+"""
+
+
+def test_a_session_leaves_the_process_and_its_environment_as_it_found_them(
+    pytester: pytest.Pytester, monkeypatch
+) -> None:
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    monkeypatch.delenv("MPSANITIZE_OPTIONS", raising=False)
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n", drive=DRIVER)
+    result = pytester.runpython(pytester.path / "drive.py")
+    assert result.ret == 0, result.stderr.str()
+    said = [line for line in result.stdout.lines if ": " in line and "passed" not in line]
+    assert said == [
+        "same environment: True",
+        "enabled after: False",
+        "child: 0 child ok ",
+        "second: 0",
+    ], result.stdout.str()

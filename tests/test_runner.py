@@ -437,6 +437,23 @@ def test_toggle_turns_it_on(value: str) -> None:
         assert "mpsanitizer.ContextMismatchError" in result.stderr
 
 
+def test_option_values_are_read_as_case_blind_as_the_toggle() -> None:
+    env = {"MPSANITIZE": "1", "MPSANITIZE_OPTIONS": "mode=WARN:strict=True"}
+    result = python(["fork_lock_to_spawn.py"], EXAMPLES, env)
+    assert "ContextMixingWarning: mpsanitizer: ERROR: context-mismatch" in result.stderr
+
+
+def test_a_package_of_the_current_directory_runs_as_python_m_runs_it(tmp_path: Path) -> None:
+    """python -m finds it through the current directory, which the runner's own import
+    keeps off the path: the runner must still become ``python -m stk``."""
+    (tmp_path / "stk").mkdir()
+    (tmp_path / "stk" / "__init__.py").write_text("")
+    (tmp_path / "stk" / "__main__.py").write_text(
+        "import inspect\nprint([frame.function for frame in inspect.stack()])\n"
+    )
+    assert "'main'" not in same_as_python(["-m", "stk"], tmp_path).stdout
+
+
 @pytest.mark.parametrize("value", ["", "0", "false", "no", "off", "OFF"])
 def test_toggle_leaves_it_off(value: str) -> None:
     result = python(["spawn_lock_to_fork.py"], EXAMPLES, {"MPSANITIZE": value})
