@@ -131,7 +131,7 @@ def _culprit(obj: Any, lock: Any, record: Optional[origins.Origin]) -> Any:
 
 
 def _is_unlinked(lock: Any) -> bool:
-    semlock = getattr(lock, "_semlock", None)
+    semlock = origins.read_attribute(lock, "_semlock")
     return semlock is not None and getattr(semlock, "name", "") is None
 
 

@@ -10,6 +10,7 @@ every pickler ends, ``SemLock.__getstate__``.
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import pickle
@@ -65,7 +66,10 @@ class _Scanning:
         self.fault: Optional[BaseException] = None
         self.elided = 0  # error-class offenders pickled as 0, so that the scan goes on
         self._protocol = _effective_protocol(protocol)
-        table = self.dispatch_table
+        # Our own copy: a ForkingPickler of the program's may share a table (copyreg's).
+        shared = self.dispatch_table
+        table = dict(shared) if type(shared) is dict else collections.ChainMap({}, shared)
+        self.dispatch_table = table
         for cls in kinds.tracked_classes():
             if flavours.package_of_class(cls) == package:
                 table[cls] = functools.partial(self._reduce_tracked, table.get(cls))
@@ -146,19 +150,19 @@ def _reduces_itself(cls: type, native: Optional[Callable]) -> bool:
     """A composite (a Queue, an Event...) whose class pickles it its own way: by a reducer
     registered for it, or a ``__reduce__``/``__getstate__`` below multiprocessing's class.
     What it holds is not what the child gets: its inner SemLocks are judged if and when
-    they are pickled. A SemLock itself is always judged."""
+    they are pickled. So is a SemLock of a subclass of the program's that pickles itself
+    (as a ``threading.Lock``, say); one of multiprocessing's own classes is always judged."""
     try:
         return _self_reducing[cls]
     except KeyError:
         pass
-    own = False
-    if not issubclass(cls, flavours.classes("synchronize", "SemLock")):
-        own = native is not None
-        for klass in typeinfo.mro(cls):
-            if flavours.package_of(typeinfo.module_of(klass)) is not None:
-                break
-            namespace = typeinfo.namespace(klass)
-            own = own or any(name in namespace for name in walk.REDUCTIONS)
+    ours = flavours.package_of(typeinfo.module_of(cls)) is not None
+    own = native is not None and not (ours and issubclass(cls, kinds.semlock_classes()))
+    for klass in typeinfo.mro(cls):
+        if flavours.package_of(typeinfo.module_of(klass)) is not None:
+            break
+        namespace = typeinfo.namespace(klass)
+        own = own or any(name in namespace for name in walk.REDUCTIONS)
     if len(_self_reducing) < 10_000:
         _self_reducing[cls] = own
     return own
@@ -207,8 +211,21 @@ class DumpScan:
         self.pickler: Optional[Any] = None
         self.out: Optional[_Output] = None
         self.again = False
+        self.popen = popen
+        self._native = False  # CPython's own pickling: nothing of it is judged
         self._thread = threading.get_ident()
-        _dumping[self._thread] = popen
+        _dumping[self._thread] = self
+
+    def judged(self, semlock: Any, popen: Any) -> bool:
+        """Whether ``semlock``, being pickled for ``popen``'s start in this thread, is this
+        scan's to judge (or to leave alone), not a nested pickling's (a ``__reduce__``
+        that calls ``ForkingPickler.dumps``)."""
+        if popen is not self.popen:
+            return False
+        pickler = self.pickler
+        if self._native or pickler is None:
+            return self._native
+        return pickler.fault is not None or id(semlock) in pickler.covered  # a fault: said once
 
     def scanning(self) -> Tuple[Callable, Any, Any, Any]:
         """(pickler class, obj, file, protocol) for the pickling call: the scanning
@@ -229,6 +246,7 @@ class DumpScan:
 
     def native(self) -> Tuple[Callable, Any, Any, Any]:
         """The same for CPython's own pickling, what was written taken back."""
+        self._native = True
         if self.out is not None:
             self.out.take_back()
         forking_pickler = sys.modules[f"{self.package}.reduction"].ForkingPickler
@@ -241,6 +259,8 @@ class DumpScan:
         if pickler is None:
             return None
         pickler.release()
+        if isinstance(native, ContextMismatchError):  # judged where it was pickled
+            return None
         checker = self.checker
         hits = checker._all_findings(self.obj, self.target, self.package, pickler.hits)
         error = checker._deliver(hits, native)
@@ -318,7 +338,8 @@ class Checker:
         cloudpickle) or Process class. Every pickler ends here for a SemLock."""
         package = flavours.package_of(getattr(wrapped, "__module__", None)) or flavours.STANDARD
         popen = flavours.spawning_popen(package)  # what this package's own check reads
-        if popen is not None and _dumping.get(threading.get_ident()) is not popen:
+        scan = _dumping.get(threading.get_ident())
+        if popen is not None and not (scan is not None and scan.judged(instance, popen)):
             error = self._check_pickled_semlock(instance, popen, package)
             if error is not None:
                 raise error
@@ -387,7 +408,8 @@ class Checker:
             return []
         shown = [obj if verdict.culprit is None else verdict.culprit for obj, verdict in hits]
         missing = {id(obj): obj for obj in shown}
-        paths = walk.locate(proc, missing) if proc is not None else {}
+        pickled = target != "fork"  # a fork child is pickled nothing: run no reduction
+        paths = walk.locate(proc, missing, reduce=pickled) if proc is not None else {}
         unplaced = f"(inside what {type(popen).__module__}.{type(popen).__qualname__} pickles)"
         unplaced = "(inside what the child receives)" if proc is not None else unplaced
         via, _ = walk.process_kind(proc) if proc is not None else ("Process", None)
@@ -478,7 +500,7 @@ def _identity(obj: Any, verdict: Verdict) -> Any:
     return (origin[origins.PID], origin[origins.SERIAL]) if origin else id(obj)
 
 
-# Per thread, the popen whose start a ``DumpScan`` is pickling: its SemLocks are judged
+# Per thread, the ``DumpScan`` of the start being pickled: its SemLocks are judged
 # by the scanning pickler, not again by ``Checker.semlock_getstate``.
 _dumping: Dict[int, Any] = {}
 
@@ -496,7 +518,8 @@ def _every_offender(proc: Any, target: str, package: str) -> List[Hit]:
     pickling cannot show them all (a library's own, or one that fails at the first)."""
     reduction = [sys.modules[f"{package}.reduction"]]
     hits: List[Hit] = []
-    for obj in walk.tracked_objects(walk.child_objects(proc), kinds.is_tracked, 10_000, 1000):
+    roots = walk.child_objects(proc)
+    for obj in walk.tracked_objects(roots, kinds.is_tracked, 10_000, 1000, pickled=True):
         if flavours.package_of_class(type(obj)) != package:
             continue  # that package's own spawning state decides
         if _reduces_itself(type(obj), walk.registered_reducer(type(obj), reduction)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import flavours, typeinfo
+from . import flavours, origins, typeinfo
 
 _Entry = Tuple[str, Tuple[str, ...]]  # (factory name users call, attributes holding inner ones)
 
@@ -117,16 +117,21 @@ def nested(obj: Any) -> List[Any]:
             continue
         seen.add(id(item))
         found.append(item)
-        todo.extend(getattr(item, attr, None) for attr in reversed(entry[1]))
+        todo.extend(origins.read_attribute(item, attr) for attr in reversed(entry[1]))
     return found
+
+
+def semlock_classes() -> Tuple[type, ...]:
+    """``SemLock`` of multiprocessing and of each imported copy."""
+    return flavours.classes("synchronize", "SemLock")
 
 
 def semlocks_of(obj: Any) -> List[Any]:
     """Every SemLock inside a tracked object, the object itself for a SemLock."""
-    semlocks = flavours.classes("synchronize", "SemLock")
+    semlocks = semlock_classes()
     if not semlocks:  # then no SemLock exists
         return []
-    return [item for item in nested(obj) if isinstance(item, semlocks)]
+    return [item for item in nested(obj) if issubclass(type(item), semlocks)]  # no __class__
 
 
 def tracked_classes() -> List[type]:

@@ -78,7 +78,27 @@ building: Dict[int, Origin] = {}
 
 
 def origin_of(semlock: Any) -> Optional[Origin]:
-    return getattr(semlock, ATTRIBUTE, None)
+    """The record of a SemLock, read from its instance dict: a subclass's ``__getattr__``
+    or ``__getattribute__`` does not run (nor does it for one made before enable())."""
+    try:
+        return _instance_dict(semlock).get(ATTRIBUTE)  # type: ignore[no-any-return]
+    except Exception:
+        return None
+
+
+def read_attribute(obj: Any, name: str) -> Any:
+    """``obj.name`` as ``object`` reads it, or None: no ``__getattribute__`` of a subclass."""
+    try:
+        return _generic_getattr(obj, name)
+    except AttributeError:
+        return None
+
+
+_generic_getattr = object.__getattribute__
+
+
+def _instance_dict(obj: Any) -> Dict[str, Any]:
+    return _generic_getattr(obj, "__dict__")  # type: ignore[no-any-return]
 
 
 def made_alone(record: Origin) -> bool:

@@ -182,7 +182,10 @@ def _attributes(obj: Any, cls: type, limit: Optional[int]) -> List[Part]:
     """The instance ``__dict__`` and slots of ``obj``, read without running its code."""
     found: List[Part] = []
     get_dict = _dict_getter(cls)
-    attrs = get_dict(obj) if get_dict is not None else None
+    if issubclass(cls, BaseException):  # its dict is made at the first look, then pickled
+        attrs = next((r for r in gc.get_referents(obj) if type(r) is dict), None)
+    else:
+        attrs = get_dict(obj) if get_dict is not None else None
     if type(attrs) is dict:
         items = attrs.items()
         if limit is not None and len(attrs) > limit:
@@ -219,14 +222,23 @@ def _dict_getter(cls: type) -> Optional[Callable[[Any], Any]]:
     return getter
 
 
-def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
-    """``parts`` plus what ``__reduce_ex__`` gives (objects with custom pickled state):
-    its arguments, state, list items and dict items. Runs the object's own reduction,
-    as pickling does: only for naming an offender that pickling already found."""
+def parts_with_code(obj: Any, limit: Optional[int] = None) -> List[Part]:
+    """``parts`` plus, for a function, what a pickler by value sends with it (its closure,
+    defaults and globals) and a fork child reaches through it."""
     found = parts(obj, limit)
     if type(obj) is types.FunctionType:
         return found + _function_parts(obj)
-    if isinstance(obj, (*_SPECIAL, *_OPAQUE)) or not _reduces_in_python(type(obj)):
+    return found
+
+
+def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
+    """``parts_with_code`` plus what ``__reduce_ex__`` gives (objects with custom pickled
+    state): its arguments, state, list items and dict items. Runs the object's own
+    reduction, as pickling did: only for naming an offender that pickling found."""
+    found = parts_with_code(obj, limit)
+    if type(obj) is types.FunctionType:
+        return found
+    if issubclass(type(obj), (*_SPECIAL, *_OPAQUE)) or not _reduces_in_python(type(obj)):
         return found
     try:
         rv = obj.__reduce_ex__(4)
@@ -334,7 +346,7 @@ def format_part(kind: int, key: Any) -> str:
         return f".<global {key}>"
     if kind == VIEWED:
         return ""
-    return f".{key}"
+    return f".{key}" if type(key) is str else f".{key_text(key)}"
 
 
 def key_text(key: Any) -> str:
@@ -463,9 +475,12 @@ def tracked_objects(
     is_tracked: Callable[[Any], bool],
     budget: int,
     per_container: int,
+    pickled: bool = False,
 ) -> List[Any]:
     """The tracked objects among the first ``budget`` objects reachable from ``roots``
-    (at most ``per_container`` items of any one container), breadth first.
+    (at most ``per_container`` items of any one container), breadth first. ``pickled``:
+    what a pickling sends, not what a fork child sees: an object that pickles itself in
+    Python code (a ``__getstate__`` that drops its lock) is not looked into.
 
     The check that runs inside every fork start, where the first write to each memory
     page since the last fork costs a page fault (about a microsecond): it allocates as
@@ -499,8 +514,10 @@ def tracked_objects(
             todo += obj.values()
         elif is_tracked(obj):
             found.append(obj)
-        elif plain(cls) and len(obj.__dict__) <= per_container:
-            todo += obj.__dict__.values()
+        elif pickled and _reduces_in_python(cls):
+            continue  # what it sends is known only by running its code
+        elif plain(cls) and type(obj.__dict__) is dict and len(obj.__dict__) <= per_container:
+            todo += obj.__dict__.values()  # a dict's own methods: a subclass's do not run
         elif cls is _FUNCTION:  # what a forked child can reach through it (its globals aside)
             if obj.__defaults__:
                 todo.append(obj.__defaults__)
@@ -520,10 +537,14 @@ def tracked_objects(
     return found
 
 
-def locate(proc: Any, wanted: Dict[int, Any], budget: int = 200_000) -> Dict[int, str]:
+def locate(
+    proc: Any, wanted: Dict[int, Any], budget: int = 200_000, reduce: bool = True
+) -> Dict[int, str]:
     """Paths of the ``wanted`` objects (by id) inside what ``proc`` sends its child.
 
-    A second pass follows ``__reduce_ex__`` state, for objects reachable only there.
+    A second pass follows functions' closures and defaults, and a third (``reduce``: a
+    start that pickled, so ran those reductions already) ``__reduce_ex__`` state, for
+    objects reachable only there.
     """
     found: Dict[int, str] = {}
 
@@ -536,7 +557,7 @@ def locate(proc: Any, wanted: Dict[int, Any], budget: int = 200_000) -> Dict[int
     def finished() -> bool:
         return len(found) == len(wanted)
 
-    for expand in (parts, parts_with_reduce):
+    for expand in (parts, parts_with_code, parts_with_reduce)[: 3 if reduce else 2]:
         if len(found) < len(wanted):
             walk(process_roots(proc), visit, budget, expand=expand, done=finished)
     return found

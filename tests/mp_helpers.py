@@ -5,11 +5,15 @@ Kept free of pytest imports so that children start fast.
 
 from __future__ import annotations
 
+import copyreg
 import functools
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.queues
+import multiprocessing.reduction
+import multiprocessing.synchronize
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict
 
@@ -256,3 +260,22 @@ def put_own_stack(queue: Any) -> None:
     from mpsanitizer import stacks
 
     queue.put([frame.function for frame in stacks.resolve(stacks.capture(32, 0))])
+
+
+class SharedTablePickler(multiprocessing.reduction.ForkingPickler):
+    """A program's ForkingPickler that pickles through copyreg's own table."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dispatch_table = copyreg.dispatch_table
+
+
+class PortableLock(multiprocessing.synchronize.Lock):
+    """A fork Lock subclass that a child receives as a threading.Lock."""
+
+    def __reduce__(self) -> Any:
+        return (threading.Lock, ())
+
+
+def exit_3_unless_threading_lock(lock: Any) -> None:
+    sys.exit(0 if type(lock) is type(threading.Lock()) else 3)

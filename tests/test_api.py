@@ -273,7 +273,7 @@ def test_a_fault_making_the_report_hands_the_pickling_back_to_cpython(monkeypatc
     child must not get those zeros: CPython pickles the process itself, as without us."""
     mpsanitizer.enable()
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise LookupError("no paths today")
 
     monkeypatch.setattr(walk, "locate", broken)

@@ -476,9 +476,9 @@ def test_a_hand_off_warned_about_is_not_located_again_at_each_start(monkeypatch)
     located = []
     real_locate = walk.locate
 
-    def counting(proc, wanted, *args):
+    def counting(proc, wanted, *args, **kwargs):
         located.append(len(wanted))
-        return real_locate(proc, wanted, *args)
+        return real_locate(proc, wanted, *args, **kwargs)
 
     monkeypatch.setattr(walk, "locate", counting)
     lock = SPAWN.Lock()
