@@ -118,7 +118,13 @@ def judge(obj: Any, target: str) -> Optional[Verdict]:
             if _is_unlinked(lock) or (record is not None and record[origins.METHOD] == "fork"):
                 return Verdict(MISMATCH, "error", record, "fork", _culprit(obj, lock, record))
     for lock, record in pairs:
-        if record is not None and record[origins.METHOD] != target:
+        # One a fork child inherited with its record is its parent's hand-off, reported
+        # there: handed on, it is as silent as one a spawn child received (no record).
+        if (
+            record is not None
+            and record[origins.METHOD] != target
+            and record[origins.PID] == origins.tracker.pid
+        ):
             method = record[origins.METHOD]
             return Verdict(MIXING, "warning", record, method, _culprit(obj, lock, record))
     return None

@@ -51,6 +51,7 @@ RUNNER = "MPSANITIZE_RUNNER"
 _lock = RLock()
 _settings: "Optional[Settings]" = None
 _installed: "List[Tuple[Any, str, Any, Any]]" = []  # (owner, name, original, trampoline)
+_handing_over = False  # fire() is putting the real patches over the trampolines
 
 
 def resolve(module: "Any", path: str) -> "Tuple[Any, str]":
@@ -155,10 +156,16 @@ def arm(settings: "Settings") -> None:
 
 
 def disarm() -> "Optional[Settings]":
-    """Remove the trampolines and the import hook; return the armed settings."""
+    """Remove the trampolines and the import hook; return the armed settings. Called by
+    :func:`fire` (through ``patches.enable``), it leaves the trampolines where they are:
+    the patches go over them, and a call from another thread meanwhile waits in
+    :func:`fire` rather than reach an unpatched original."""
     global _settings
     imports.forget(_install)
     with _lock:
+        if _handing_over:
+            settings, _settings = _settings, None
+            return settings
         while _installed:
             owner, name, original, stand_in = _installed.pop()
             point(stand_in, original)
@@ -174,6 +181,7 @@ def armed_settings() -> "Optional[Settings]":
 
 def fire() -> None:
     """First real use: swap the trampolines for the real patches."""
+    global _handing_over
     with _lock:
         if _settings is None:
             return
@@ -185,19 +193,29 @@ def fire() -> None:
             (owner, name, stand_in) for owner, name, _, stand_in in _installed
             if vars(owner).get(name) is stand_in
         ]  # fmt: skip
+        _handing_over = True
         try:
             from . import patches
 
-            patches.enable(settings)  # disarms first: every stand-in points at its original
+            patches.enable(settings)  # puts its patches over the stand-ins in place
         except Exception as exc:
+            _handing_over = False
             disarm()
             sys.stderr.write(
                 f"mpsanitizer: could not activate ({type(exc).__name__}: {exc}); "
                 "running without it\n"
             )
             return
+        finally:
+            _handing_over = False
         for owner, name, stand_in in in_place:
             point(stand_in, vars(owner)[name])
+        for owner, name, original, stand_in in _installed:
+            if vars(owner).get(name) is stand_in:  # a point enable() did not patch
+                setattr(owner, name, original)
+            if stand_in._mpsanitizer_target[0] is None:
+                point(stand_in, original)  # wrapped by other code meanwhile: around it
+        del _installed[:]
 
 
 def own_findings_line() -> "Optional[str]":

@@ -43,14 +43,18 @@ def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.versio
     via = finding.via
     if via == "Pool":
         outcome = (
-            "every pool worker would die with SIGSEGV, the pool would respawn them forever "
-            "and tasks would never return"
+            "a pool worker that uses the object would die with SIGSEGV, and the pool would "
+            "respawn such workers forever, its tasks never returning"
         )
     elif via == "ProcessPoolExecutor":
-        outcome = "the worker would die with SIGSEGV and the executor would raise BrokenProcessPool"
+        outcome = (
+            "a worker that uses the object would die with SIGSEGV, and the executor would "
+            "raise BrokenProcessPool"
+        )
     elif via == "loky":
         outcome = (
-            "the worker would die with SIGSEGV and the executor would raise TerminatedWorkerError"
+            "a worker that uses the object would die with SIGSEGV, and the executor would "
+            "raise TerminatedWorkerError"
         )
     else:
         outcome = "the child would die with SIGSEGV (exit code -11) when it uses the object"
@@ -83,18 +87,18 @@ def fix(finding: Finding) -> List[str]:
             f"    ctx = {package}.get_context('spawn'); ctx.{factory}(...)",
             f"or use the {factory} the library provides for its processes, if it has one",
         ]
-    if via == "ProcessPoolExecutor":
-        start_from_origin = (
-            f"ProcessPoolExecutor(mp_context=multiprocessing.get_context({finding.origin!r}), ...)"
-        )
-    else:
-        start_from_origin = f"{package}.get_context({finding.origin!r}).{via}(...)"
-    return [
+    create = [
         f"create the {factory} from the process's context:",
         f"    ctx = {package}.get_context({finding.target!r}); ctx.{factory}(...)",
-        f"or start the {via} from the {factory}'s context:",
-        f"    {start_from_origin}",
     ]
+    if finding.origin not in STANDARD_METHODS:  # a context of the program's own naming
+        return [*create, f"or start the {via} from the context that made the {factory}"]
+    origin = f"get_context({finding.origin!r})"
+    if via == "ProcessPoolExecutor":
+        start = f"ProcessPoolExecutor(mp_context=multiprocessing.{origin}, ...)"
+    else:
+        start = f"{package}.{origin}.{via}(...)"
+    return [*create, f"or start the {via} from the {factory}'s context:", f"    {start}"]
 
 
 def format_report(findings: Sequence[Finding]) -> str:

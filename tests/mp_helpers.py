@@ -191,8 +191,9 @@ def use_shared_memory(name: str, shm: Any) -> None:
     shm.buf[0] = 7
 
 
-def reshare(lock: Any) -> None:
-    """In a child: enable the sanitizer and hand the received lock to grandchildren."""
+def reshare(lock: Any, methods: Any = None) -> None:
+    """In a child: enable the sanitizer and hand the received lock to grandchildren (of
+    every start method, or of ``methods``)."""
     import sys
     import warnings
 
@@ -201,7 +202,7 @@ def reshare(lock: Any) -> None:
     mpsanitizer.enable()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for method in METHODS:
+        for method in methods or METHODS:
             grandchild = multiprocessing.get_context(method).Process(target=touch, args=(lock,))
             grandchild.start()
             grandchild.join(60)

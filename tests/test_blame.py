@@ -78,3 +78,26 @@ def test_a_spawn_condition_around_a_spawn_lock_is_named_itself(mixing_warnings) 
     assert [(f.object_type, f.path) for w in mixing_warnings for f in w.message.findings] == [
         ("Condition", "args[0]")
     ]
+
+
+class ForkishProcess(multiprocessing.context.ForkProcess):
+    pass
+
+
+class ForkishContext(multiprocessing.context.BaseContext):
+    """A context of the program's own naming over fork's Process: ``get_context`` does not
+    know its name."""
+
+    _name = "forkish"
+    Process = ForkishProcess
+
+
+def test_the_fix_for_an_object_of_a_context_of_the_programs_naming_names_no_get_context(
+    mixing_warnings,
+) -> None:
+    lock = ForkishContext().Lock()
+    assert h.exit_code(SPAWN.Process(target=h.touch, args=(lock,))) == 0
+    (warning,) = mixing_warnings
+    text = str(warning.message)
+    assert "or start the Process from the context that made the Lock" in text
+    assert "get_context('forkish')" not in text

@@ -66,6 +66,18 @@ def test_lock_re_shared_by_a_child_with_its_own_children_is_silent(method) -> No
     assert run(method, h.reshare, lock) == 0
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_lock_a_fork_child_inherited_and_hands_on_is_silent_there(
+    method, mixing_warnings: List
+) -> None:
+    """The fork child inherits the lock with its record: its hand-offs to grandchildren
+    are the parent's, reported once, in the parent. (No forkserver grandchild: a fork
+    child inherits its parent's forkserver, which is not its child.)"""
+    lock = multiprocessing.get_context(method).Lock()
+    assert run("fork", h.reshare, lock, ("fork", "spawn")) == 0
+    assert len(mixing_warnings) == 1
+
+
 def test_a_context_of_a_librarys_own_naming_counts_as_its_processes_start_method(
     mixing_warnings: List,
 ) -> None:

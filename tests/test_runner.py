@@ -437,6 +437,36 @@ def test_toggle_turns_it_on(value: str) -> None:
         assert "mpsanitizer.ContextMismatchError" in result.stderr
 
 
+FIRST_USE_RACE = """
+import multiprocessing as mp, sys, threading
+
+sys.setswitchinterval(1e-6)  # threads switch at every chance: the first use races
+made, raised = [], []
+
+def worker():
+    made.append(mp.get_context("spawn").Lock())
+    try:
+        mp.get_context("spawn").Process(target=abs, args=(mp.get_context("fork").Lock(),)).start()
+    except RuntimeError as exc:
+        raised.append(type(exc).__name__)
+
+if __name__ == "__main__":
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    print(sum(not hasattr(lock, "_mpsanitizer_origin") for lock in made), sorted(set(raised)))
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_threads_racing_to_the_first_use_are_all_checked(tmp_path: Path, attempt: int) -> None:
+    """Activation from the environment puts the real patches in place at the first use;
+    calls that other threads make meanwhile wait for them, not reach CPython unpatched."""
+    (tmp_path / "app.py").write_text(FIRST_USE_RACE)
+    result = python(["app.py"], tmp_path, {"MPSANITIZE": "1"})
+    assert result.stdout == "0 ['ContextMismatchError']\n", result.stderr
+
+
 def test_option_values_are_read_as_case_blind_as_the_toggle() -> None:
     env = {"MPSANITIZE": "1", "MPSANITIZE_OPTIONS": "mode=WARN:strict=True"}
     result = python(["fork_lock_to_spawn.py"], EXAMPLES, env)
