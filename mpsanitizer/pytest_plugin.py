@@ -249,10 +249,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     from .findings import Finding
     from .report import format_report
 
-    errors = [
-        format_report([Finding.from_dict(r)]) for r in records if r.get("severity") == "error"
-    ]
-    errors = [text + _where(r) for r, text in zip(_errors(records), errors)] + raised
+    errors = [format_report([Finding.from_dict(r)]) + _where(r) for r in _errors(records)]
+    errors += raised
     if not errors:
         return
     if report.outcome == "failed":  # already failing, often from this very finding: once
