@@ -224,9 +224,18 @@ def _check_fork_start(popen: Any, proc: Any) -> Optional[BaseException]:
 
 
 def _begin_dump(wrapped: Callable, args: tuple, kwargs: Dict[str, Any]) -> Any:
-    """What ``reduction.dump``'s wrapper calls: the current checker's scan of a start."""
+    """What ``reduction.dump``'s wrapper calls: the current checker's scan of a start, or
+    None (CPython's own dump) when there is none or it cannot be begun."""
     checker = _checker
-    return checker.begin_dump(wrapped, args, kwargs) if checker is not None else None
+    if checker is None:
+        return None
+    try:
+        return checker.begin_dump(wrapped, args, kwargs)
+    except Exception as exc:
+        from .faults import report_fault
+
+        report_fault("preparing the start check", exc)
+        return None
 
 
 def _spawning_popen_of(owner: Any) -> Callable[[], Any]:

@@ -352,6 +352,22 @@ def test_a_fault_preparing_the_start_checks_steps_aside_natively(monkeypatch, ca
     assert originals() == ORIGINALS
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_fault_beginning_a_starts_scan_lets_cpython_pickle_it(monkeypatch, capfd, method):
+    def broken(*args, **kwargs):
+        raise LookupError("no popen today")
+
+    mpsanitizer.enable()
+    monkeypatch.setattr(handoff, "_dump_arguments", broken)
+    ctx = multiprocessing.get_context(method)
+    assert start(ctx.Process(target=h.touch, args=(ctx.Lock(),))) == 0
+    err = [line for line in capfd.readouterr().err.splitlines() if "mpsanitizer" in line]
+    assert err[0] == (
+        "mpsanitizer: internal error while preparing the start check "
+        "(LookupError: no popen today); continuing without this check"
+    )
+
+
 class Awkward:
     """An object whose inspection raises."""
 
