@@ -52,6 +52,7 @@ _lock = RLock()
 _settings: "Optional[Settings]" = None
 _installed: "List[Tuple[Any, str, Any, Any]]" = []  # (owner, name, original, trampoline)
 _handing_over = False  # fire() is putting the real patches over the trampolines
+_firing = RLock()  # held while it does: other first uses wait for the patches
 
 
 def resolve(module: "Any", path: str) -> "Tuple[Any, str]":
@@ -180,20 +181,25 @@ def armed_settings() -> "Optional[Settings]":
 
 
 def fire() -> None:
-    """First real use: swap the trampolines for the real patches."""
+    """First real use: swap the trampolines for the real patches.
+
+    The first uses of other threads meanwhile wait for the patches on ``_firing``.
+    ``_lock`` is not held while they go in: ``patches.enable`` waits for imports under way
+    in other threads, and those take it (:func:`_install`) before they finish."""
     global _handing_over
-    with _lock:
-        if _settings is None:
-            return
-        settings = _settings
-        # Where a stand-in still stands, the patch replaces it and the stand-in forwards to
-        # the patch; one that other code wrapped meanwhile forwards to the original, and
-        # the patch goes around that code.
-        in_place = [
-            (owner, name, stand_in) for owner, name, _, stand_in in _installed
-            if vars(owner).get(name) is stand_in
-        ]  # fmt: skip
-        _handing_over = True
+    with _firing:
+        with _lock:
+            if _settings is None:
+                return
+            settings = _settings
+            # Where a stand-in still stands, the patch replaces it and the stand-in forwards
+            # to the patch; one that other code wrapped meanwhile forwards to the original,
+            # and the patch goes around that code.
+            in_place = [
+                (owner, name, stand_in) for owner, name, _, stand_in in _installed
+                if vars(owner).get(name) is stand_in
+            ]  # fmt: skip
+            _handing_over = True
         try:
             from . import patches
 
@@ -208,14 +214,15 @@ def fire() -> None:
             return
         finally:
             _handing_over = False
-        for owner, name, stand_in in in_place:
-            point(stand_in, vars(owner)[name])
-        for owner, name, original, stand_in in _installed:
-            if vars(owner).get(name) is stand_in:  # a point enable() did not patch
-                setattr(owner, name, original)
-            if stand_in._mpsanitizer_target[0] is None:
-                point(stand_in, original)  # wrapped by other code meanwhile: around it
-        del _installed[:]
+        with _lock:
+            for owner, name, stand_in in in_place:
+                point(stand_in, vars(owner)[name])
+            for owner, name, original, stand_in in _installed:
+                if vars(owner).get(name) is stand_in:  # a point enable() did not patch
+                    setattr(owner, name, original)
+                if stand_in._mpsanitizer_target[0] is None:
+                    point(stand_in, original)  # wrapped by other code meanwhile: around it
+            del _installed[:]
 
 
 def own_findings_line() -> "Optional[str]":

@@ -467,6 +467,34 @@ def test_threads_racing_to_the_first_use_are_all_checked(tmp_path: Path, attempt
     assert result.stdout == "0 ['ContextMismatchError']\n", result.stderr
 
 
+FIRST_USE_WHILE_IMPORTING = """
+import multiprocessing, threading
+
+go = threading.Event()
+
+def first_lock():
+    go.wait()
+    multiprocessing.Lock()
+
+def first_queue():  # imports multiprocessing.queues while the other thread patches
+    go.wait()
+    multiprocessing.Queue()
+
+threads = [threading.Thread(target=first_lock), threading.Thread(target=first_queue)]
+[t.start() for t in threads]
+go.set()
+[t.join() for t in threads]
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_first_use_racing_an_import_does_not_deadlock(tmp_path: Path, attempt: int) -> None:
+    (tmp_path / "app.py").write_text(FIRST_USE_WHILE_IMPORTING)
+    result = python(["app.py"], tmp_path, {"MPSANITIZE": "1"}, timeout=60)
+    assert result.stdout == "ok\n", result.stderr
+
+
 def test_option_values_are_read_as_case_blind_as_the_toggle() -> None:
     env = {"MPSANITIZE": "1", "MPSANITIZE_OPTIONS": "mode=WARN:strict=True"}
     result = python(["fork_lock_to_spawn.py"], EXAMPLES, env)
