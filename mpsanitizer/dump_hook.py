@@ -17,7 +17,9 @@ The wrapper's arguments are wrapt's: ``(wrapped, instance, args, kwargs)``.
 from __future__ import annotations
 
 import ast
+import functools
 import os
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,12 +27,18 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Optional, Tuple
 
 CALL = "ForkingPickler(file, protocol).dump(obj)"  # reduction.dump's body, 3.9 to 3.13
+_VARARGS, _VARKEYWORDS = 0x04, 0x08  # code flags
 
 _TEMPLATE = f"""
 def dump(_mps_wrapped, _mps_instance, _mps_args, _mps_kwargs):
     _mps_scan = _mps_begin(_mps_wrapped, _mps_args, _mps_kwargs)
     if _mps_scan is None:
-        return _mps_wrapped(*_mps_args, **_mps_kwargs)
+        _mps_plain = _mps_as_is(_mps_args, _mps_kwargs)
+        if _mps_plain is None:
+            return _mps_wrapped(*_mps_args, **_mps_kwargs)
+        ForkingPickler, obj, file, protocol = _mps_plain
+        {CALL}
+        return
     ForkingPickler, obj, file, protocol = _mps_scan.scanning()
     try:
         try:
@@ -67,17 +75,37 @@ def dump_hook(original: Callable, begin: Callable) -> Callable:
     tree = ast.parse(_TEMPLATE)
     where = _native_place(original)
     filename = "<mpsanitizer: reduction.dump>"
+    as_is: Callable[..., Any] = _not_inline
     if where is not None:
         filename, first, line, indent = where
         _relocate(tree, first, line, indent)
+        as_is = functools.partial(_inline, sys.modules[original.__module__])
     namespace: Dict[str, Any] = {
         "__name__": getattr(original, "__module__", None) or __name__,
         "_mps_begin": begin,
+        "_mps_as_is": as_is,
     }
     exec(compile(tree, filename, "exec"), namespace)
     wrapper = namespace["dump"]
     _made[id(original)] = (original, wrapper)
     return wrapper  # type: ignore[no-any-return]
+
+
+def _inline(reduction: Any, args: tuple, kwargs: Dict[str, Any]) -> Optional[Tuple[Any, ...]]:
+    """(ForkingPickler, obj, file, protocol) for a dump that is no start: CPython's body
+    runs in the wrapper's frame, with no second ``dump`` frame under it."""
+    try:
+        return (reduction.ForkingPickler, *_arguments(*args, **kwargs))
+    except TypeError:
+        return None  # called wrongly: CPython's own dump says so
+
+
+def _arguments(obj: Any, file: Any, protocol: Any = None) -> Tuple[Any, Any, Any]:
+    return obj, file, protocol
+
+
+def _not_inline(args: tuple, kwargs: Dict[str, Any]) -> None:
+    return None
 
 
 def _native_place(original: Callable) -> Optional[Tuple[str, int, int, int]]:
@@ -87,8 +115,11 @@ def _native_place(original: Callable) -> Optional[Tuple[str, int, int, int]]:
     if (
         code is None
         or code.co_argcount != 3
+        or code.co_kwonlyargcount
+        or code.co_flags & (_VARARGS | _VARKEYWORDS)  # multiprocess's takes *args, **kwds
         or code.co_varnames[:3] != ("obj", "file", "protocol")
         or code.co_names != ("ForkingPickler", "dump")
+        or getattr(sys.modules.get(original.__module__), "dump", None) is None
     ):
         return None
     lines = _lines(code)

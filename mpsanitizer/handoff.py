@@ -261,12 +261,12 @@ class DumpScan:
         pickler.release()
         if isinstance(native, ContextMismatchError):  # judged where it was pickled
             return None
+        dump_hook.cut_our_frames(native)  # CPython's error, as our report's cause too
         checker = self.checker
         hits = checker._all_findings(self.obj, self.target, self.package, pickler.hits)
         error = checker._deliver(hits, native)
         if error is None:
             self.again = bool(pickler.elided)  # we hid an offender: let CPython see them all
-            dump_hook.cut_our_frames(native)
         return error
 
     def succeeded(self) -> Optional[BaseException]:
@@ -326,7 +326,10 @@ class Checker:
             obj, file, protocol = _dump_arguments(*args, **kwargs)
         except TypeError:
             return None  # the call fails natively, as it would
-        package = flavours.package_of(getattr(wrapped, "__module__", None)) or flavours.STANDARD
+        module = getattr(wrapped, "__module__", None)
+        package = flavours.package_of(module)
+        if package is None or module != f"{package}.reduction":
+            return None  # the program's own dump: it runs, and SemLock.__getstate__ judges
         popen = flavours.spawning_popen(package)
         if popen is None or not _is_process(obj):
             return None

@@ -170,3 +170,25 @@ def test_a_fork_start_runs_no_code_of_what_it_hands_over_and_changes_nothing() -
         assert start(FORK.Process(target=closing_over(keep), args=(Ticket(),))) == 0
     assert CALLS == []
     assert pickle.dumps(error) == pickled
+
+
+@pytest.mark.parametrize("method", NOT_FORK)
+def test_a_dump_of_the_programs_own_still_pickles_the_process_and_is_checked(
+    monkeypatch, method
+) -> None:
+    import mpsanitizer
+
+    native, seen = reduction.dump, []
+
+    def own_dump(obj: Any, file: Any, protocol: Any = None) -> None:
+        seen.append(type(obj).__name__)
+        native(obj, file, protocol)
+
+    mpsanitizer.disable()
+    monkeypatch.setattr(reduction, "dump", own_dump)
+    mpsanitizer.enable()
+    ctx = multiprocessing.get_context(method)
+    assert start(ctx.Process(target=h.noop)) == 0
+    assert seen[-1] == ctx.Process.__name__
+    with pytest.raises(ContextMismatchError):
+        ctx.Process(target=h.noop, args=(FORK.Lock(),)).start()

@@ -203,6 +203,13 @@ if __name__ == "__main__":
         proc = ctx.Process(target=target)
     elif sys.argv[2] == "reduce":
         proc = ctx.Process(target=print, args=([queue, Refuses()],))
+    elif sys.argv[2] == "direct":  # reduction.dump called by the program, after a start
+        proc = ctx.Process(target=print)
+        proc.start()
+        proc.join()
+        from multiprocessing import reduction
+        import io
+        reduction.dump(Refuses(), io.BytesIO())
     else:  # a fork Lock: CPython 3.11.5+ refuses it, the sanitizer reports it
         proc = ctx.Process(target=print, args=(multiprocessing.get_context("fork").Lock(),))
     proc.start()
@@ -216,7 +223,7 @@ def _addresses_out(text: str) -> str:
 
 @both_ways
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
-@pytest.mark.parametrize("what", ["lambda", "reduce"])
+@pytest.mark.parametrize("what", ["lambda", "reduce", "direct"])
 def test_a_start_that_cannot_pickle_fails_with_pythons_own_traceback(
     tmp_path: Path, method: str, what: str
 ) -> None:
