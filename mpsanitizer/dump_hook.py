@@ -95,12 +95,13 @@ def _inline(reduction: Any, args: tuple, kwargs: Dict[str, Any]) -> Optional[Tup
     """(ForkingPickler, obj, file, protocol) for a dump that is no start: CPython's body
     runs in the wrapper's frame, with no second ``dump`` frame under it."""
     try:
-        return (reduction.ForkingPickler, *_arguments(*args, **kwargs))
+        return (reduction.ForkingPickler, *arguments(*args, **kwargs))
     except TypeError:
         return None  # called wrongly: CPython's own dump says so
 
 
-def _arguments(obj: Any, file: Any, protocol: Any = None) -> Tuple[Any, Any, Any]:
+def arguments(obj: Any, file: Any, protocol: Any = None) -> Tuple[Any, Any, Any]:
+    """``reduction.dump``'s arguments, bound as it binds them."""
     return obj, file, protocol
 
 

@@ -189,10 +189,6 @@ def _effective_protocol(protocol: Optional[int]) -> int:
     return pickle.HIGHEST_PROTOCOL if protocol < 0 else protocol
 
 
-def _dump_arguments(obj: Any, file: Any, protocol: Optional[int] = None) -> Tuple[Any, Any, Any]:
-    return obj, file, protocol
-
-
 class DumpScan:
     """One process pickled for a start, through the scanning pickler: the steps of the
     wrapper :mod:`mpsanitizer.dump_hook` makes, in that wrapper's own frame.
@@ -323,7 +319,7 @@ class Checker:
         forkserver start performs, or None when it is no process start
         (:mod:`mpsanitizer.dump_hook` runs it)."""
         try:
-            obj, file, protocol = _dump_arguments(*args, **kwargs)
+            obj, file, protocol = dump_hook.arguments(*args, **kwargs)
         except TypeError:
             return None  # the call fails natively, as it would
         module = getattr(wrapped, "__module__", None)

@@ -358,7 +358,7 @@ def test_a_fault_beginning_a_starts_scan_lets_cpython_pickle_it(monkeypatch, cap
         raise LookupError("no popen today")
 
     mpsanitizer.enable()
-    monkeypatch.setattr(handoff, "_dump_arguments", broken)
+    monkeypatch.setattr(handoff, "_is_process", broken)
     ctx = multiprocessing.get_context(method)
     assert start(ctx.Process(target=h.touch, args=(ctx.Lock(),))) == 0
     err = [line for line in capfd.readouterr().err.splitlines() if "mpsanitizer" in line]
