@@ -490,6 +490,28 @@ class StubbedCapture:
         self.mpsanitizer.disable()
 
 
+class ForwarderOnly:
+    """Toggle for the floor of any hook in Python: on, ``SemLock.__init__`` is a function
+    that only calls the original (no sanitizer)."""
+
+    def __init__(self) -> None:
+        from multiprocessing import synchronize
+
+        self.owner = synchronize.SemLock
+        self.original = vars(self.owner)["__init__"]
+
+    def on(self) -> None:
+        original = self.original
+
+        def forward(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+
+        self.owner.__init__ = forward  # type: ignore[method-assign]
+
+    def off(self) -> None:
+        self.owner.__init__ = self.original  # type: ignore[method-assign]
+
+
 def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
     import threading
 
@@ -521,6 +543,16 @@ def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
             interleaved(section.rounds, real, real, toggle),
         )
     )
+    for name in ("Queue", "JoinableQueue"):
+        made = loop_timer(getattr(ctx, name), max(10, int(300 * scale)))
+        made()
+        section.rows.append(
+            Row.paired(
+                f"real `ctx.{name}()`: no sanitizer, a do-nothing forwarder on "
+                "`SemLock.__init__` (the floor of any hook in Python)",
+                interleaved(section.rounds, made, made, ForwarderOnly()),
+            )
+        )
 
     plain_lock, plain_queue = _fake_classes(hooked=False)
     hooked_lock, hooked_queue = _fake_classes(hooked=True)
