@@ -80,10 +80,8 @@ building: Dict[int, Origin] = {}
 def origin_of(semlock: Any) -> Optional[Origin]:
     """The record of a SemLock, read from its instance dict: a subclass's ``__getattr__``
     or ``__getattribute__`` does not run (nor does it for one made before enable())."""
-    try:
-        return _instance_dict(semlock).get(ATTRIBUTE)  # type: ignore[no-any-return]
-    except Exception:
-        return None
+    attrs = read_attribute(semlock, "__dict__")
+    return attrs.get(ATTRIBUTE) if type(attrs) is dict else None
 
 
 def read_attribute(obj: Any, name: str) -> Any:
@@ -95,10 +93,6 @@ def read_attribute(obj: Any, name: str) -> Any:
 
 
 _generic_getattr = object.__getattribute__
-
-
-def _instance_dict(obj: Any) -> Dict[str, Any]:
-    return _generic_getattr(obj, "__dict__")  # type: ignore[no-any-return]
 
 
 def made_alone(record: Origin) -> bool:

@@ -516,8 +516,8 @@ def tracked_objects(
             found.append(obj)
         elif pickled and _reduces_in_python(cls):
             continue  # what it sends is known only by running its code
-        elif plain(cls) and type(obj.__dict__) is dict and len(obj.__dict__) <= per_container:
-            todo += obj.__dict__.values()  # a dict's own methods: a subclass's do not run
+        elif plain(cls) and type(attrs := obj.__dict__) is dict and len(attrs) <= per_container:
+            todo += attrs.values()  # a dict's own methods: a subclass's do not run
         elif cls is _FUNCTION:  # what a forked child can reach through it (its globals aside)
             if obj.__defaults__:
                 todo.append(obj.__defaults__)
