@@ -11,6 +11,7 @@ Warnings from other processes are re-emitted here, into pytest's summary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -234,10 +235,11 @@ def mpsanitizer_findings(request: pytest.FixtureRequest) -> FindingsRecorder:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator:
     outcome = yield
+    report = outcome.get_result()
+    _headline_only(report, call)
     session = item.config.stash.get(_KEY, None)
     if session is None or FIXTURE in getattr(item, "fixturenames", ()):
         return
-    report = outcome.get_result()
     if call.when == "setup" and report.outcome != "failed":
         return  # findings of a passing setup fail the test itself, with its call
     try:
@@ -262,6 +264,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     report.outcome = "failed"
     text = "\n\n".join(errors)
     report.longrepr = f"mpsanitizer: {len(errors)} finding(s) during this test\n\n{text}"
+
+
+def _headline_only(report: pytest.TestReport, call: pytest.CallInfo) -> None:
+    """Keep a raised finding's short-summary line to its headline.
+
+    pytest prints the whole crash message there when it runs on CI (``CI`` or
+    ``BUILD_NUMBER`` set), which would show the report twice; elsewhere it shows
+    the first line only, which is what this makes it show everywhere.
+    """
+    from .errors import ContextMismatchError, ContextMixingWarning
+
+    if call.excinfo is None or not isinstance(
+        call.excinfo.value, (ContextMismatchError, ContextMixingWarning)
+    ):
+        return
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = getattr(crash, "message", None)
+    if isinstance(message, str) and "\n" in message:
+        with contextlib.suppress(Exception):  # a pytest whose crash record is frozen
+            crash.message = message.splitlines()[0]
 
 
 def _errors(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

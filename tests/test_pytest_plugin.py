@@ -268,15 +268,25 @@ def test_uncaught():
 """
 
 
+@pytest.mark.parametrize("on_ci", [False, True], ids=["local", "on-ci"])
 def test_a_failing_tests_own_report_is_shown_once_and_its_stacks_end_at_the_test(
-    suite, monkeypatch
+    suite, monkeypatch, on_ci
 ) -> None:
+    # on CI (CI or BUILD_NUMBER set) pytest's short summary prints whole crash messages
     monkeypatch.delenv("MPSANITIZE", raising=False)
+    monkeypatch.delenv("BUILD_NUMBER", raising=False)
+    if on_ci:
+        monkeypatch.setenv("CI", "true")
+    else:
+        monkeypatch.delenv("CI", raising=False)
     suite.makepyfile(test_uncaught=UNCAUGHT)
     result = suite.runpytest_subprocess("--mpsanitize", "test_uncaught.py")
     result.assert_outcomes(failed=1)
     text = result.stdout.str()
     assert text.count("SUMMARY: mpsanitizer: context-mismatch") == 1, text
+    if on_ci:  # the short summary names the finding by its headline alone
+        failed = next(line for line in text.splitlines() if line.startswith("FAILED "))
+        assert failed.endswith("cannot reach it"), failed
     created = text[text.index("Object created at") :].splitlines()[1:3]
     assert "test_uncaught.py" in created[0] and "lock = " in created[1], created
     assert "_pytest" not in text[text.index("Object created at") :], text
