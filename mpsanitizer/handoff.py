@@ -11,11 +11,13 @@ every pickler ends, ``SemLock.__getstate__``.
 from __future__ import annotations
 
 import collections
+import copyreg
 import functools
 import io
 import pickle
 import sys
 import threading
+import types
 from multiprocessing.process import BaseProcess as _BaseProcess
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -351,7 +353,8 @@ class Checker:
         reach before it failed."""
         try:
             seen = {id(inner) for hit in hits for inner in kinds.nested(hit[0])}
-            for hit in _every_offender(proc, target, package):
+            by_value = not _functions_by_name(package)
+            for hit in _every_offender(proc, target, package, by_value):
                 if not any(id(inner) in seen for inner in kinds.nested(hit[0])):
                     hits.append(hit)
         except Exception as exc:
@@ -512,13 +515,23 @@ def _is_process(obj: Any) -> bool:
     return isinstance(obj, flavours.classes("process", "BaseProcess"))
 
 
-def _every_offender(proc: Any, target: str, package: str) -> List[Hit]:
+def _every_offender(
+    proc: Any, target: str, package: str, functions_by_value: bool = True
+) -> List[Hit]:
     """Every tracked object of ``package`` in what ``proc`` sends, judged: for a start whose
-    pickling cannot show them all (a library's own, or one that fails at the first)."""
+    pickling cannot show them all (a library's own, or one that fails at the first).
+    A process class that pickles itself (its own ``__getstate__``) sends what only its
+    code knows: nothing of it is guessed."""
     reduction = [sys.modules[f"{package}.reduction"]]
     hits: List[Hit] = []
+    cls = type(proc)
+    if _reduces_itself(cls, walk.registered_reducer(cls, reduction)):
+        return hits
     roots = walk.child_objects(proc)
-    for obj in walk.tracked_objects(roots, kinds.is_tracked, 10_000, 1000, pickled=True):
+    found = walk.tracked_objects(
+        roots, kinds.is_tracked, 10_000, 1000, pickled=True, functions_by_value=functions_by_value
+    )
+    for obj in found:
         if flavours.package_of_class(type(obj)) != package:
             continue  # that package's own spawning state decides
         if _reduces_itself(type(obj), walk.registered_reducer(type(obj), reduction)):
@@ -527,6 +540,18 @@ def _every_offender(proc: Any, target: str, package: str) -> List[Hit]:
         if verdict is not None and _reportable(verdict, target):
             hits.append((obj, verdict))
     return hits
+
+
+def _functions_by_name(package: str) -> bool:
+    """Whether ``package``'s ForkingPickler sends functions as pickle does, by name (not
+    dill's, whose Python pickler sends a ``__main__`` function with its closure)."""
+    pickler = sys.modules[f"{package}.reduction"].ForkingPickler
+    if not issubclass(pickler, pickle.Pickler):  # the Python pickler: dill's base
+        return False
+    registered = getattr(pickler, "_extra_reducers", {})
+    if types.FunctionType in registered or types.FunctionType in copyreg.dispatch_table:
+        return False
+    return typeinfo.lookup(pickler, "reducer_override") is None
 
 
 def _reportable(verdict: Optional[Verdict], target: str) -> bool:

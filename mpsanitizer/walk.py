@@ -184,13 +184,16 @@ def _attributes(obj: Any, cls: type, limit: Optional[int]) -> List[Part]:
     get_dict = _dict_getter(cls)
     if issubclass(cls, BaseException):  # its dict is made at the first look, then pickled
         attrs = next((r for r in gc.get_referents(obj) if type(r) is dict), None)
+        args = _EXCEPTION_ARGS(obj)  # pickled as the arguments of its class
+        if args:
+            found.append((ATTR, "args", args))
     else:
         attrs = get_dict(obj) if get_dict is not None else None
     if type(attrs) is dict:
         items = attrs.items()
         if limit is not None and len(attrs) > limit:
             items = islice(items, limit)  # type: ignore[assignment]
-        found = [(ATTR, name, value) for name, value in items if type(value) not in ATOMIC]
+        found += [(ATTR, name, value) for name, value in items if type(value) not in ATOMIC]
     for name, member in _slots(cls):
         try:
             value = member.__get__(obj, cls)
@@ -201,6 +204,7 @@ def _attributes(obj: Any, cls: type, limit: Optional[int]) -> List[Part]:
     return found
 
 
+_EXCEPTION_ARGS = vars(BaseException)["args"].__get__
 _dict_getters: Dict[type, Optional[Callable[[Any], Any]]] = {}
 _C_DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
 _OBJECT_GETATTRIBUTE = object.__getattribute__
@@ -476,11 +480,14 @@ def tracked_objects(
     budget: int,
     per_container: int,
     pickled: bool = False,
+    functions_by_value: bool = True,
 ) -> List[Any]:
     """The tracked objects among the first ``budget`` objects reachable from ``roots``
     (at most ``per_container`` items of any one container), breadth first. ``pickled``:
     what a pickling sends, not what a fork child sees: an object that pickles itself in
-    Python code (a ``__getstate__`` that drops its lock) is not looked into.
+    Python code (a ``__getstate__`` that drops its lock) is not looked into, nor, unless
+    ``functions_by_value`` (cloudpickle, dill), a function's closure and defaults: pickle
+    sends a function by its name.
 
     The check that runs inside every fork start, where the first write to each memory
     page since the last fork costs a page fault (about a microsecond): it allocates as
@@ -519,6 +526,8 @@ def tracked_objects(
         elif plain(cls) and type(attrs := obj.__dict__) is dict and len(attrs) <= per_container:
             todo += attrs.values()  # a dict's own methods: a subclass's do not run
         elif cls is _FUNCTION:  # what a forked child can reach through it (its globals aside)
+            if pickled and not functions_by_value:
+                continue
             if obj.__defaults__:
                 todo.append(obj.__defaults__)
             if obj.__kwdefaults__:

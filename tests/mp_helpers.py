@@ -227,6 +227,10 @@ def exit_3_on_ints(*args: Any) -> None:
     raise SystemExit(3 if any(isinstance(item, int) for item in items) else 0)
 
 
+class JobFailed(Exception):
+    """An exception with a primitive among its arguments (pickled as its class's)."""
+
+
 class StatefulQueue(multiprocessing.queues.Queue):
     """A Queue subclass that pickles itself (its locks included) through its own
     ``__getstate__``."""

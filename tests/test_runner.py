@@ -195,12 +195,30 @@ class Refuses:
         raise ValueError("not today")
 
 target = lambda: None
+FORK_LOCK = multiprocessing.get_context("fork").Lock()  # every process makes its own
+
+def with_default(callback, lock=FORK_LOCK):  # pickled by name: the default never travels
+    pass
+
+def closure_over(lock):
+    return lambda: lock
+
+class DropsItsLock(multiprocessing.get_context(sys.argv[1]).Process):
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context(sys.argv[1])
     queue = ctx.Queue()  # tracked: pickled through the sanitizer's reducer, before Refuses
     if sys.argv[2] == "lambda":
         proc = ctx.Process(target=target)
+    elif sys.argv[2] == "default-lock":  # a fork Lock the child would never get, and a lambda
+        proc = ctx.Process(target=with_default, args=(target,))
+    elif sys.argv[2] == "closure-lock":
+        proc = ctx.Process(target=print, args=(target, closure_over(FORK_LOCK)))
+    elif sys.argv[2] == "dropped-lock":
+        proc = DropsItsLock(target=print, args=(target,))
+        proc.lock = FORK_LOCK
     elif sys.argv[2] == "reduce":
         proc = ctx.Process(target=print, args=([queue, Refuses()],))
     elif sys.argv[2] == "direct":  # reduction.dump called by the program, after a start
@@ -223,12 +241,16 @@ def _addresses_out(text: str) -> str:
 
 @both_ways
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
-@pytest.mark.parametrize("what", ["lambda", "reduce", "direct"])
+@pytest.mark.parametrize(
+    "what", ["lambda", "reduce", "direct", "default-lock", "closure-lock", "dropped-lock"]
+)
 def test_a_start_that_cannot_pickle_fails_with_pythons_own_traceback(
     tmp_path: Path, method: str, what: str
 ) -> None:
     """The most common multiprocessing error reads as CPython's: no frame of ours, the
-    last one reduction.py's ``dump`` (3.11+ carets included)."""
+    last one reduction.py's ``dump`` (3.11+ carets included). A fork Lock that pickling
+    would never send (a default of a function pickled by name, a closure that cannot be
+    pickled, an attribute the class's ``__getstate__`` leaves out) is not blamed."""
     (tmp_path / "app.py").write_text(UNPICKLABLE_START)
     native = python(["app.py", method, what], tmp_path)
     sanitized = python(["-m", "mpsanitizer", "app.py", method, what], tmp_path)

@@ -327,6 +327,10 @@ FORK_SHAPES = {
         lambda lock: {"target": h.noop, "args": ([types.SimpleNamespace(lock=lock)],)},
         r"args\[0\]\[0\]\.lock",
     ),
+    "argument of an exception": (
+        lambda lock: {"target": h.noop, "args": (h.JobFailed("job 7", lock),)},
+        r"args\[0\]\.args\[1\]",
+    ),
     "mappingproxy": (
         lambda lock: {"target": h.noop, "args": (types.MappingProxyType({"l": lock}),)},
         r"args\[0\]\['l'\]",
@@ -409,6 +413,15 @@ def test_a_spawn_report_runs_no_code_of_keys_or_metaclasses(shape) -> None:
     with pytest.raises(ContextMismatchError, match="Lock at " + path + ","):
         proc.start()
     assert set(CALLS) <= pickling_runs
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_spawn_report_names_a_lock_among_an_exceptions_arguments(method) -> None:
+    proc = multiprocessing.get_context(method).Process(
+        target=h.noop, args=(h.JobFailed("job 7", FORK.Lock()),)
+    )
+    with pytest.raises(ContextMismatchError, match=r"Lock at args\[0\]\.args\[1\],"):
+        proc.start()
 
 
 def test_a_fork_start_finds_each_foreign_lock_once() -> None:
