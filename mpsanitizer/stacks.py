@@ -54,7 +54,8 @@ def stop_at_packages(*names: str) -> None:
 _INTERNAL_PACKAGES = (
     *("multiprocessing", "concurrent.futures", "wrapt", "mpsanitizer", "threading"),
     *("multiprocess", "billiard"),  # copies of multiprocessing (flavours.py)
-    *("joblib", "loky", "pebble", "torch.multiprocessing"),
+    *("joblib", "loky", "pebble", "torch.multiprocessing", "torch.utils.data", "mpire"),
+    *("pathos", "tqdm.contrib.concurrent"),
 )
 _internal_modules: Dict[Optional[str], bool] = {None: False}
 # 3.12+: a frame's module name without making a frame object for it (3.11 makes them lazily).

@@ -1084,3 +1084,34 @@ def test_a_warnings_filter_naming_our_category_takes_effect(tmp_path: Path, how:
     assert (result.returncode, result.stdout) == (0, "raised ContextMixingWarning\n"), result.stderr
     assert (toggled.returncode, toggled.stdout) == (0, "raised ContextMixingWarning\n")
     assert python(["prog.py"], tmp_path).stdout == "started 0\n"
+
+
+LIBRARY_START = """
+import multiprocessing
+
+def start(lock):  # a process library's pool, starting its worker for the user
+    multiprocessing.get_context("spawn").Process(target=print, args=(lock,)).start()
+"""
+
+USES_THE_LIBRARY = """
+import multiprocessing, importlib, sys
+
+if __name__ == "__main__":
+    lock = multiprocessing.get_context("fork").Lock()
+    importlib.import_module(sys.argv[1]).start(lock)
+"""
+
+
+@pytest.mark.parametrize("module", ["mpire.pool", "torch.utils.data.dataloader", "pathos.pools"])
+def test_a_start_inside_a_process_library_is_the_programs_call_into_it(tmp_path, module) -> None:
+    package = tmp_path.joinpath(*module.split(".")[:-1])
+    package.mkdir(parents=True)
+    for parent in [package, *package.parents]:
+        if parent == tmp_path:
+            break
+        (parent / "__init__.py").write_text("")
+    (package / f"{module.split('.')[-1]}.py").write_text(LIBRARY_START)
+    (tmp_path / "app.py").write_text(USES_THE_LIBRARY)
+    result = python(["-m", "mpsanitizer", "app.py", module], tmp_path)
+    assert result.returncode == 1
+    assert "SUMMARY: mpsanitizer: context-mismatch app.py:5 -> app.py:6" in result.stderr
