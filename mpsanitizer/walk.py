@@ -240,9 +240,10 @@ def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
     state): its arguments, state, list items and dict items. Runs the object's own
     reduction, as pickling did: only for naming an offender that pickling found."""
     found = parts_with_code(obj, limit)
-    if type(obj) is types.FunctionType:
+    cls = type(obj)
+    if cls is types.FunctionType or issubclass(cls, (*_SPECIAL, *_OPAQUE)):
         return found
-    if issubclass(type(obj), (*_SPECIAL, *_OPAQUE)) or not _reduces_in_python(type(obj)):
+    if not _reduces_in_python(cls) and not _holds_objects_natively(obj):
         return found
     try:
         rv = obj.__reduce_ex__(4)
@@ -295,6 +296,20 @@ def _reduces_in_python(cls: type) -> bool:
     if len(_python_reducers) < 10_000:
         _python_reducers[cls] = found
     return found
+
+
+def _holds_objects_natively(obj: Any) -> bool:
+    """A C object, with no reducer registered for its class, whose reduction can list
+    Python objects: one with no buffer (pandas' blocks), or whose buffer holds objects (a
+    numpy array of dtype object). One whose buffer holds plain data (a numeric array)
+    would copy it all, and holds no primitive."""
+    if registered_reducer(type(obj)) is not None:
+        return False
+    try:
+        with memoryview(obj) as view:
+            return "O" in view.format
+    except Exception:  # no buffer
+        return True
 
 
 def _function_parts(func: types.FunctionType) -> List[Part]:

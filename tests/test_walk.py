@@ -4,10 +4,12 @@ them alive)."""
 
 from __future__ import annotations
 
+import array
 import collections
 import gc
 import multiprocessing
 import multiprocessing.queues
+import operator
 import pickle
 import re
 import types
@@ -18,7 +20,7 @@ import mp_helpers as h
 import pytest
 
 import mpsanitizer
-from mpsanitizer import ContextMismatchError, ContextMixingWarning
+from mpsanitizer import ContextMismatchError, ContextMixingWarning, walk
 
 FORK, SPAWN = multiprocessing.get_context("fork"), multiprocessing.get_context("spawn")
 CALLS: List[str] = []
@@ -422,6 +424,19 @@ def test_a_spawn_report_names_a_lock_among_an_exceptions_arguments(method) -> No
     )
     with pytest.raises(ContextMismatchError, match=r"Lock at args\[0\]\.args\[1\],"):
         proc.start()
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_spawn_report_names_a_lock_that_only_a_c_objects_reduction_reaches(method) -> None:
+    """A C object whose reduction lists objects (``methodcaller``; a numpy array of dtype
+    object) is reduced again to name the path; one with a plain-data buffer never is."""
+    proc = multiprocessing.get_context(method).Process(
+        target=h.noop, args=(operator.methodcaller("wait", 1, FORK.Lock()),)
+    )
+    with pytest.raises(ContextMismatchError, match=r"Lock at args\[0\]\.<reduce args>\[2\],"):
+        proc.start()
+    assert not walk._holds_objects_natively(array.array("d", range(1000)))
+    assert not walk._holds_objects_natively(memoryview(b"data"))
 
 
 def test_a_fork_start_finds_each_foreign_lock_once() -> None:
