@@ -148,10 +148,13 @@ def _start_checks() -> None:
     """First process start: put the wrapt interceptions in place of their stand-ins."""
     global _checker
 
-    try:  # before our lock: these imports may wait for a module another thread imports
-        import wrapt  # noqa: F401
+    from .unshadowed import OwnImports
 
-        from .handoff import Checker
+    try:  # before our lock: these imports may wait for a module another thread imports
+        with OwnImports():
+            import wrapt  # noqa: F401
+
+            from .handoff import Checker
     except Exception as exc:
         with _lock:
             _step_aside("preparing the start checks", exc)

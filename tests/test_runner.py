@@ -1115,3 +1115,42 @@ def test_a_start_inside_a_process_library_is_the_programs_call_into_it(tmp_path,
     result = python(["-m", "mpsanitizer", "app.py", module], tmp_path)
     assert result.returncode == 1
     assert "SUMMARY: mpsanitizer: context-mismatch app.py:5 -> app.py:6" in result.stderr
+
+
+NAMED_LIKE_THE_STANDARD_LIBRARY = ["json", "dataclasses", "inspect", "email", "glob", "wrapt"]
+
+STARTS_BESIDE_THEM = """
+import multiprocessing, sys
+
+if __name__ == "__main__":
+    lock = multiprocessing.get_context(sys.argv[1]).Lock()  # a spawn Lock: fork starts checked
+    child = multiprocessing.get_context(sys.argv[2]).Process(target=print, args=(lock,))
+    child.start()
+    child.join()
+    import email, json  # the program's own modules, as without mpsanitizer
+    print(child.exitcode, email.WHO, json.WHO)
+"""
+
+
+@both_ways
+@pytest.mark.parametrize("activation", ["runner", "environment"])
+def test_modules_beside_the_script_named_like_the_standard_library_stay_the_programs(
+    tmp_path: Path, activation: str
+) -> None:
+    """wrapt and the checks load at the first start; the script's directory is first on
+    sys.path then: what they import must not be the program's ``json.py``."""
+    for name in NAMED_LIKE_THE_STANDARD_LIBRARY:
+        (tmp_path / f"{name}.py").write_text(f"print('the program\\'s {name}')\nWHO = 'own'\n")
+    (tmp_path / "app.py").write_text(STARTS_BESIDE_THEM)
+    ours = ["-m", "mpsanitizer"] if activation == "runner" else []
+    env = {"MPSANITIZE": "1"} if activation == "environment" else None
+    native = python(["app.py", "spawn", "spawn"], tmp_path)
+    assert native.stdout.endswith("0 own own\n"), native.stderr
+    for methods in (["spawn", "spawn"], ["spawn", "fork"]):  # the second warns
+        sanitized = python([*ours, "app.py", *methods], tmp_path, env=env)
+        assert sanitized.stdout == native.stdout, sanitized.stderr
+        assert "internal error" not in sanitized.stderr
+    assert "ContextMixingWarning" in sanitized.stderr
+    mismatch = python([*ours, "app.py", "fork", "spawn"], tmp_path, env=env)
+    assert "SUMMARY: mpsanitizer: context-mismatch app.py:5 -> app.py:7" in mismatch.stderr
+    assert "the program" not in mismatch.stdout + mismatch.stderr
