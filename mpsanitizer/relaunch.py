@@ -62,22 +62,58 @@ def _flags_from_state() -> List[str]:
     return flags
 
 
+def _command_line() -> List[str]:
+    """How this process was started: ``sys.orig_argv`` or, on 3.9, the kernel's record."""
+    argv = getattr(sys, "orig_argv", None)
+    if argv:
+        return list(argv)
+    try:
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            return [os.fsdecode(arg) for arg in cmdline.read().split(b"\0")[:-1]]
+    except OSError:
+        return []
+
+
+_WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")
+
+
+def _started_as_the_program(argv: List[str]) -> bool:
+    """Whether python's command line runs us as its program (``python -X dev -m
+    mpsanitizer``), not another tool that runs us (``python -m pdb -m mpsanitizer``).
+    An unreadable command line says yes."""
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _WITH_VALUE:
+            i += 2
+            continue
+        if arg[:1] != "-" or arg == "-":
+            return False  # a script
+        if arg[:2] != "--":
+            for j, letter in enumerate(arg[1:], 2):
+                if letter in "WX":
+                    break  # the rest is its value
+                if letter == "c":
+                    return False
+                if letter == "m":
+                    name = arg[j:] or (argv[i + 1] if i + 1 < len(argv) else "")
+                    return name in _MODULE_NAMES
+        i += 1
+    return not argv
+
+
 def _argv0() -> str:
     """What python was called as (``python3``, found on PATH), for the process to keep
     its name: ``sys.orig_argv[0]`` or, on 3.9, the kernel's record of it."""
-    argv = getattr(sys, "orig_argv", None)
-    if argv:
-        return argv[0]
-    try:
-        with open("/proc/self/cmdline", "rb") as cmdline:
-            return os.fsdecode(cmdline.read().split(b"\0")[0]) or sys.executable
-    except OSError:
-        return sys.executable
+    argv = _command_line()
+    return (argv[0] if argv else "") or sys.executable
 
 
 def possible() -> bool:
     """Whether a new interpreter with these flags would activate us and lose nothing."""
     if not sys.executable or not hasattr(os, "execv") or sys.flags.no_site:
+        return False
+    if not _started_as_the_program(_command_line()):  # pdb's, say: it would lose its session
         return False
     if sys.gettrace() is not None or sys.getprofile() is not None:
         return False

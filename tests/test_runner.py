@@ -994,6 +994,43 @@ def test_under_a_tracer_the_runner_keeps_the_program_in_its_interpreter(tmp_path
     assert result.stdout.splitlines() == ["True", "traced the program: True"], result.stderr
 
 
+@pytest.mark.parametrize(
+    "argv, ours",
+    [
+        (["python", "-m", "mpsanitizer", "app.py"], True),
+        (["python", "-X", "dev", "-W", "error", "-Bm", "mpsanitizer", "app.py"], True),
+        (["python", "-Werror", "-Xdev", "-mmpsanitizer", "-m", "pdb"], True),
+        (["python", "-m", "mpsanitizer.__main__", "app.py"], True),
+        (["python", "-m", "pdb", "-m", "mpsanitizer", "app.py"], False),
+        (["python", "-mcProfile", "-m", "mpsanitizer", "app.py"], False),
+        (["python", "-c", "import runpy", "-m", "mpsanitizer"], False),
+        (["python", "wrapper.py", "-m", "mpsanitizer"], False),
+        ([], True),
+    ],
+)
+def test_the_runner_becomes_the_program_only_when_python_runs_it_as_its_own(argv, ours) -> None:
+    from mpsanitizer import relaunch
+
+    assert relaunch._started_as_the_program(argv) is ours
+
+
+RUN_UNDER_PDB = """
+import mpsanitizer, sys
+print("program ran, sanitizer on:", mpsanitizer.is_enabled(), sys.argv)
+"""
+
+
+def test_under_pdb_the_program_runs_in_the_debuggers_session(tmp_path: Path) -> None:
+    """pdb's ``continue`` with no breakpoint removes its tracer: no sign of a debugger is
+    left but the command line, and a new interpreter would end the session."""
+    (tmp_path / "app.py").write_text(RUN_UNDER_PDB)
+    result = python(["-m", "pdb", "-m", "mpsanitizer", "app.py", "x"], tmp_path, stdin="c\nq\n")
+    out = result.stdout
+    assert "program ran, sanitizer on: True ['app.py', 'x']" in out, result.stderr
+    assert "(Pdb)" in out[out.index("program ran") :], out  # the same session goes on
+    assert result.returncode == 0
+
+
 FLAGS = """
 import os, sys
 print(sys._xoptions.get("frob"), sys.flags.optimize, sys.flags.inspect)
