@@ -55,13 +55,14 @@ def parse_pairs(text: str, source: str = OPTIONS) -> "Dict[str, object]":
         if not sep:
             raise OptionError(f"{source}: {item!r} is not key=value")
         value = value.strip()
-        values[key] = convert(key, value.lower() if key == "mode" else value, source)
+        values[key] = convert(key, value, source)
     return values
 
 
 def convert(key: str, value: object, source: str) -> object:
     """Check one option and give it its type."""
     if key == "mode":
+        value = value.strip().lower() if isinstance(value, str) else value  # as the toggle
         if value not in ("error", "warn"):
             raise OptionError(f"{source}: mode must be error or warn, not {value!r}")
         return value

@@ -177,6 +177,7 @@ def prepare(kind: str, target: str, args: List[str]) -> Tuple[types.CodeType, ty
             __spec__=None, __loader__=importlib.machinery.BuiltinImporter, __package__=None
         )
     if kind == "-m":
+        sys.argv = ["-m", *args]  # what parent packages see as they are imported, as in python
         spec = _find_spec(target)
         if spec is None:
             raise UsageError(f"no module named {target}")

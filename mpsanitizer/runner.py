@@ -46,6 +46,8 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], Set[str], str, str, List[
             if i + 1 >= len(argv):
                 raise UsageError(f"argument {arg} needs a value")
             return values, switches, arg, argv[i + 1], argv[i + 2 :]
+        if arg[:2] in ("-m", "-c"):  # -mjson.tool, -c'print(1)': joined, as python takes them
+            return values, switches, arg[:2], arg[2:], argv[i + 1 :]
         if arg == "--":  # as python: what follows is the script, whatever it looks like
             if i + 1 >= len(argv):
                 raise UsageError("no script after --")

@@ -528,6 +528,9 @@ def test_option_values_are_read_as_case_blind_as_the_toggle() -> None:
     env = {"MPSANITIZE": "1", "MPSANITIZE_OPTIONS": "mode=WARN:strict=True"}
     result = python(["fork_lock_to_spawn.py"], EXAMPLES, env)
     assert "ContextMixingWarning: mpsanitizer: ERROR: context-mismatch" in result.stderr
+    options = ["--mode=WARN", "--strict=TRUE"]  # the runner's own options too
+    result = python(["-m", "mpsanitizer", *options, "fork_lock_to_spawn.py"], EXAMPLES)
+    assert "ContextMixingWarning: mpsanitizer: ERROR: context-mismatch" in result.stderr
 
 
 def test_a_package_of_the_current_directory_runs_as_python_m_runs_it(tmp_path: Path) -> None:
@@ -539,6 +542,18 @@ def test_a_package_of_the_current_directory_runs_as_python_m_runs_it(tmp_path: P
         "import inspect\nprint([frame.function for frame in inspect.stack()])\n"
     )
     assert "'main'" not in same_as_python(["-m", "stk"], tmp_path).stdout
+
+
+@both_ways
+@pytest.mark.parametrize("module", ["cli.run", "cli"])
+def test_parent_packages_see_the_arguments_python_gives_them(tmp_path, module) -> None:
+    """``python -m cli.run x`` imports ``cli`` with ``sys.argv == ['-m', 'x']``."""
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "__init__.py").write_text("import sys\nprint('package', sys.argv)\n")
+    for name in ("run", "__main__"):
+        (tmp_path / "cli" / f"{name}.py").write_text("import sys\nprint('module', sys.argv)\n")
+    result = same_as_python(["-m", module, "x"], tmp_path)
+    assert "package ['-m', 'x']" in result.stdout
 
 
 @pytest.mark.parametrize("value", ["", "0", "false", "no", "off", "OFF"])
@@ -909,6 +924,15 @@ def test_a_package_module_that_fails_to_load_shows_no_runner_frames(
     assert result.returncode == 1
     assert "mpsanitizer" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith(last_line)
+
+
+@both_ways
+@pytest.mark.parametrize(
+    "args",
+    [["-cimport sys; print(sys.argv)", "a"], ["-mjson.tool", "--sort-keys"], ["-m", "json.tool"]],
+)
+def test_joined_m_and_c_are_taken_as_python_takes_them(tmp_path: Path, args) -> None:
+    assert same_as_python(args, tmp_path, stdin='{"b": 1, "a": [2]}').stdout.strip()
 
 
 @both_ways
