@@ -5,7 +5,8 @@ builds eight SemLocks and three composites, so these run many times per object
 the user makes. They are plain functions generated from the original's
 signature, as :mod:`dataclasses` generates ``__init__``: a wrapt wrapper (a
 bound proxy and packed arguments per call) or ``*args, **kwargs`` forwarding
-costs more than the whole budget of a ``Lock()``.
+costs more than the whole budget of a ``Lock()``. ``SemLock.__init__`` is
+recompiled from its own source with the record at its end (:func:`_inline`).
 """
 
 from __future__ import annotations
@@ -17,23 +18,27 @@ from . import flavours, origins
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an activated child milliseconds: not at run time
-    from typing import Any, Callable, Dict, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
-_SEMLOCK = """
-def {name}({params}):
-    _mps_original({call})
-    try:
-        if _mps_building:  # some thread builds a composite: is it this one?
-            _mps_origin = _mps_building.get(_mps_ident())
-            if _mps_origin is not None:
-                if _mps_origin[0] is None:
-                    _mps_origin[0] = _mps_start_method({ctx})
-                {first}._mpsanitizer_origin = _mps_origin
-                return
-        {first}._mpsanitizer_origin = _mps_tracker.make(1, _mps_start_method({ctx}))
-    except Exception as _mps_exc:
-        _mps_fail(_mps_exc)
+# The record of a new SemLock, as the last statements of its ``__init__``.
+_SEMLOCK_TAIL = """
+try:
+    if _mps_building:  # some thread builds a composite: is it this one?
+        _mps_origin = _mps_building.get(_mps_ident())
+        if _mps_origin is not None:
+            if _mps_origin[0] is None:
+                _mps_origin[0] = _mps_start_method({ctx})
+            {first}._mpsanitizer_origin = _mps_origin
+            return
+    {first}._mpsanitizer_origin = _mps_tracker.make(1, _mps_start_method({ctx}))
+except Exception as _mps_exc:
+    _mps_fail(_mps_exc)
 """
+
+# The forwarder, where SemLock.__init__ cannot be recompiled with the tail (see _inline).
+_SEMLOCK = "\ndef {name}({params}):\n    _mps_original({call})\n" + "".join(
+    f"    {line}\n" for line in _SEMLOCK_TAIL.strip("\n").splitlines()
+)
 
 _COMPOSITE = """
 def {name}({params}):
@@ -65,8 +70,18 @@ _GENERIC_SECOND = "(_mps_args[1] if len(_mps_args) > 1 else _mps_kwargs.get('pro
 
 
 def semlock_hook(original: Callable) -> Callable:
-    """``SemLock.__init__`` that attaches an origin to each new SemLock."""
-    return _generate(_SEMLOCK, original)
+    """``SemLock.__init__`` that attaches an origin to each new SemLock: the original's own
+    code with the record appended where its source can be had, else a forwarder."""
+    key = ("inline", id(original), 0)
+    cached = _generated.get(key)
+    if cached is not None and cached[0] is original:
+        return cached[1]
+    hook = _inline(original, _SEMLOCK_TAIL)
+    if hook is None:
+        return _generate(_SEMLOCK, original)
+    if len(_generated) < 1000:
+        _generated[key] = (original, hook)
+    return hook
 
 
 def composite_hook(original: Callable) -> Callable:
@@ -121,19 +136,176 @@ def _make(template: str, original: Callable, names: Dict[str, Callable]) -> Call
         # Its frames are its constructor's module's, as multiprocessing's are not the user's.
         "__name__": getattr(original, "__module__", None) or __name__,
         "_mps_original": original,
-        "_mps_building": origins.building,
-        "_mps_ident": threading.get_ident,
-        "_mps_tracker": origins.tracker,
-        "_mps_start_method": origins.start_method_of(
-            flavours.package_of(getattr(original, "__module__", None)) or flavours.STANDARD
-        ),
-        "_mps_fail": origins.fail,
+        **_record_names(original),
     }
     exec(compile(source, f"<mpsanitizer hook for {original.__qualname__}>", "exec"), namespace)
     hook = namespace["hook"]
     hook.__defaults__ = getattr(original, "__defaults__", None)
     hook.__kwdefaults__ = getattr(original, "__kwdefaults__", None)
     return functools.wraps(original)(hook)
+
+
+def _record_names(original: Callable) -> Dict[str, Any]:
+    """What the code of a hook of ``original`` names to make its record."""
+    package = flavours.package_of(getattr(original, "__module__", None)) or flavours.STANDARD
+    return {
+        "_mps_building": origins.building,
+        "_mps_ident": threading.get_ident,
+        "_mps_tracker": origins.tracker,
+        "_mps_start_method": origins.start_method_of(package),
+        "_mps_fail": origins.fail,
+    }
+
+
+def _inline(original: Callable, tail: str) -> Optional[Callable]:
+    """``original`` recompiled from its own source, in its own module and at its own lines,
+    with ``tail`` as its last statements; None where that cannot be done exactly.
+
+    A SemLock is made eight times for a JoinableQueue: a forwarder's call alone costs
+    about 0.6 µs each. Recompiled, the hook is the one frame CPython shows, with its file,
+    lines and carets, in the traceback of a creation that fails. Taken only when the
+    source, compiled the same way without the tail, gives the original's code object."""
+    code = getattr(original, "__code__", None)
+    spelled = _spell(original)
+    if code is None or spelled is None or code.co_freevars or original.__closure__:
+        return None
+    try:
+        with open(code.co_filename, "rb") as source_file:
+            lines = source_file.read().decode("utf-8").splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError):
+        return None
+    block = _function_lines(lines, code.co_firstlineno)
+    if block is None or any("return" in line for line in block):  # the tail must run last
+        return None
+    indent = len(block[0]) - len(block[0].lstrip())
+    has_ctx = _has_parameter(original, "ctx")
+    names = _record_names(original)
+    body = " " * (indent + 4)
+    appended = tail.format(first=spelled[2], ctx="ctx" if has_ctx else "None")
+    appended = "".join(body + line + "\n" for line in appended.strip("\n").splitlines())
+    globals_ = getattr(original, "__globals__", None)
+    if not isinstance(globals_, dict):
+        return None
+    made = [
+        _compile_in_place(original, block, indent, extra, names, globals_)
+        for extra in ("", appended)
+    ]
+    plain, hook = made
+    if plain is None or hook is None or not _same_code(plain.__code__, code):
+        return None  # the file is not what runs (edited, or another version's)
+    hook.__qualname__ = original.__qualname__
+    hook.__defaults__ = original.__defaults__
+    hook.__kwdefaults__ = original.__kwdefaults__
+    return functools.wraps(original)(hook)
+
+
+def _function_lines(lines: List[str], first: int) -> Optional[List[str]]:
+    """The lines of the ``def`` at line ``first`` (1-based): it and the lines indented
+    deeper than it that follow."""
+    if first < 2 or first > len(lines) or not lines[first - 1].lstrip().startswith("def "):
+        return None
+    head = lines[first - 1]
+    indent = len(head) - len(head.lstrip())
+    if indent == 0:
+        return None  # a method's body keeps its columns inside the factory only if indented
+    block = [head]
+    for line in lines[first:]:
+        stripped = line.strip()
+        if stripped and len(line) - len(line.lstrip()) <= indent and not stripped.startswith("#"):
+            break
+        block.append(line)
+    while block and not block[-1].strip():
+        block.pop()
+    return block
+
+
+def _compile_in_place(
+    original: Callable,
+    block: List[str],
+    indent: int,
+    extra: str,
+    names: Dict[str, Any],
+    globals_: Dict[str, Any],
+) -> Optional[Callable]:
+    """The function of ``block`` (plus ``extra``), compiled inside a factory whose
+    parameters are ``names``, so that its lines and columns are the file's."""
+    code = original.__code__  # type: ignore[attr-defined]
+    factory = " " * (indent - 1) + "def _mps_factory(" + ", ".join(names) + "):\n"
+    if indent - 1:
+        factory = "if 1:\n" + factory  # an indented def needs a block around it
+    # 3.12+ compile `module.name(...)` as a plain call where `module` is a name the module
+    # imports: a line that never runs tells the compiler which names those are.
+    modules = sorted(_global_names(code) & {k for k, v in globals_.items() if _is_module(v)})
+    padding = "\n" * (code.co_firstlineno - factory.count("\n") - 1)
+    if modules:
+        padding = "if 0: import " + ", ".join(modules) + padding
+    ret = " " * indent + f"return {code.co_name}\n"
+    source = padding + factory + "".join(block) + ("\n" if not block[-1].endswith("\n") else "")
+    source += extra + ret
+    try:
+        namespace: Dict[str, Any] = {}
+        exec(compile(source, code.co_filename, "exec", dont_inherit=True), globals_, namespace)
+        made = namespace["_mps_factory"](*names.values())
+        made.__code__ = _requalified(
+            made.__code__, f"_mps_factory.<locals>.{code.co_name}", original.__qualname__
+        )
+        return made
+    except Exception:
+        return None
+
+
+def _requalified(code: Any, wrong: str, right: str) -> Any:
+    """``code`` with the qualified names of what it defines (``_after_fork``) made the
+    original's: ``SemLock.__init__.<locals>._after_fork``, not the factory's."""
+    consts = []
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            const = _requalified(const, wrong, right)
+        elif type(const) is str and const.startswith(wrong + "."):  # 3.9, 3.10
+            const = right + const[len(wrong) :]
+        consts.append(const)
+    changes: Dict[str, Any] = {"co_consts": tuple(consts)}
+    qualname = getattr(code, "co_qualname", None)  # 3.11+
+    if qualname is not None and qualname.startswith(wrong):
+        changes["co_qualname"] = right + qualname[len(wrong) :]
+    return code.replace(**changes)
+
+
+_NESTED = 0x10  # a code flag: defined inside a function (here, inside the factory)
+_COMPARED = ("co_code", "co_names", "co_varnames", "co_firstlineno", "co_argcount")
+_COMPARED += ("co_kwonlyargcount", "co_posonlyargcount", "co_cellvars", "co_freevars")
+
+
+def _same_code(made: Any, original: Any) -> bool:
+    """The same bytecode, names, lines and constants (recursively), the nesting aside."""
+    if any(getattr(made, a, None) != getattr(original, a, None) for a in _COMPARED):
+        return False
+    table = "co_linetable" if hasattr(original, "co_linetable") else "co_lnotab"
+    if getattr(made, table) != getattr(original, table):
+        return False
+    if made.co_flags & ~_NESTED != original.co_flags & ~_NESTED:
+        return False
+    if len(made.co_consts) != len(original.co_consts):
+        return False
+    for mine, theirs in zip(made.co_consts, original.co_consts):
+        if hasattr(theirs, "co_code"):
+            if not hasattr(mine, "co_code") or not _same_code(mine, theirs):
+                return False
+        elif type(mine) is not type(theirs) or mine != theirs:
+            return False
+    return True
+
+
+def _global_names(code: Any) -> set:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _global_names(const)
+    return names
+
+
+def _is_module(value: Any) -> bool:
+    return type(value).__name__ == "module" and hasattr(value, "__spec__")
 
 
 _VARARGS, _VARKEYWORDS = 0x04, 0x08  # code flags (inspect.CO_*, without importing inspect)

@@ -88,6 +88,44 @@ def test_a_signature_that_cannot_be_spelled_gets_a_forwarding_hook() -> None:
     assert calls == [(1, 2, 3), ((1,), {"x": 2})]
 
 
+@pytest.mark.parametrize("package", ["multiprocessing", "multiprocess", "billiard"])
+def test_semlocks_init_is_recompiled_from_its_own_source_with_the_record_at_its_end(
+    package,
+) -> None:
+    """One frame, CPython's own file, lines and qualified names, for a creation that fails."""
+    synchronize = pytest.importorskip(f"{package}.synchronize")
+    original = synchronize.SemLock.__init__
+    hook = hooks.semlock_hook(original)
+    assert hook.__code__.co_filename == original.__code__.co_filename
+    assert hook.__code__.co_firstlineno == original.__code__.co_firstlineno
+    assert hook.__globals__ is original.__globals__
+    nested = [c for c in hook.__code__.co_consts if hasattr(c, "co_code")]
+    assert all(
+        getattr(c, "co_qualname", "SemLock.__init__.").startswith("SemLock.__init__.")
+        for c in nested
+    )
+    if package == "multiprocessing":  # the one enable() puts on records each SemLock
+        mpsanitizer.enable()
+        installed = vars(synchronize.SemLock)["__init__"]
+        assert installed.__code__.co_filename == original.__code__.co_filename
+        assert origins.origin_of(FORK.Lock())[origins.METHOD] == "fork"
+
+
+def test_a_semlock_init_whose_file_is_not_what_runs_gets_a_forwarding_hook(tmp_path) -> None:
+    """An edited or missing source: the code compiled from it is not the original's."""
+    source = tmp_path / "edited.py"
+    source.write_text("class SemLock:\n    def __init__(self, kind, *, ctx):\n        pass\n")
+    namespace: dict = {"__name__": "edited"}
+    exec(compile("class SemLock:\n    def __init__(self, kind, *, ctx):\n        x = 1\n",
+                 str(source), "exec"), namespace)  # fmt: skip
+    original = namespace["SemLock"].__init__
+    hook = hooks.semlock_hook(original)
+    assert hook.__code__.co_filename.startswith("<mpsanitizer hook")
+    assert hooks._inline(original, hooks._SEMLOCK_TAIL) is None
+    source.unlink()
+    assert hooks._inline(original, hooks._SEMLOCK_TAIL) is None
+
+
 def test_every_inner_semlock_shares_the_one_origin_of_its_object() -> None:
     mpsanitizer.enable()
     queue = FORK.JoinableQueue()

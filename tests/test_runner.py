@@ -1215,3 +1215,25 @@ def test_modules_beside_the_script_named_like_the_standard_library_stay_the_prog
     mismatch = python([*ours, "app.py", "fork", "spawn"], tmp_path, env=env)
     assert "SUMMARY: mpsanitizer: context-mismatch app.py:5 -> app.py:7" in mismatch.stderr
     assert "the program" not in mismatch.stdout + mismatch.stderr
+
+
+CREATION_FAILS = """
+import multiprocessing
+queue = multiprocessing.Queue()  # not the first use: the patches are on
+multiprocessing.Semaphore(-1)  # sem_open refuses: OSError
+"""
+
+
+@both_ways
+@pytest.mark.parametrize("activation", ["runner", "environment"])
+def test_a_primitive_that_cannot_be_made_fails_with_pythons_own_traceback(
+    tmp_path: Path, activation: str
+) -> None:
+    (tmp_path / "app.py").write_text(CREATION_FAILS)
+    native = python(["app.py"], tmp_path)
+    if activation == "runner":
+        sanitized = python(["-m", "mpsanitizer", "app.py"], tmp_path)
+    else:
+        sanitized = python(["app.py"], tmp_path, env={"MPSANITIZE": "1"})
+    assert native.returncode == 1 and "Error" in native.stderr
+    assert (sanitized.returncode, sanitized.stderr) == (native.returncode, native.stderr)
