@@ -201,9 +201,12 @@ def fire() -> None:
             ]  # fmt: skip
             _handing_over = True
         try:
-            from . import patches
+            from .unshadowed import OwnImports
 
-            patches.enable(settings)  # puts its patches over the stand-ins in place
+            with OwnImports():  # a token.py beside the script is not linecache's
+                from . import patches
+
+                patches.enable(settings)  # puts its patches over the stand-ins in place
         except Exception as exc:
             _handing_over = False
             disarm()

@@ -92,7 +92,8 @@ def _started_as_the_program(argv: List[str]) -> bool:
         if arg[:2] != "--":
             for j, letter in enumerate(arg[1:], 2):
                 if letter in "WX":
-                    break  # the rest is its value
+                    i += j == len(arg)  # -bW error: its value is the next argument
+                    break  # else the rest is its value
                 if letter == "c":
                     return False
                 if letter == "m":

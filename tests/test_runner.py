@@ -1025,6 +1025,7 @@ def test_under_a_tracer_the_runner_keeps_the_program_in_its_interpreter(tmp_path
         (["python", "-X", "dev", "-W", "error", "-Bm", "mpsanitizer", "app.py"], True),
         (["python", "-Werror", "-Xdev", "-mmpsanitizer", "-m", "pdb"], True),
         (["python", "-m", "mpsanitizer.__main__", "app.py"], True),
+        (["python", "-bW", "error", "-BX", "dev", "-m", "mpsanitizer", "app.py"], True),
         (["python", "-m", "pdb", "-m", "mpsanitizer", "app.py"], False),
         (["python", "-mcProfile", "-m", "mpsanitizer", "app.py"], False),
         (["python", "-c", "import runpy", "-m", "mpsanitizer"], False),
@@ -1179,6 +1180,7 @@ def test_a_start_inside_a_process_library_is_the_programs_call_into_it(tmp_path,
 
 
 NAMED_LIKE_THE_STANDARD_LIBRARY = ["json", "dataclasses", "inspect", "email", "glob", "wrapt"]
+NAMED_LIKE_THE_STANDARD_LIBRARY += ["token"]  # linecache's, at the first primitive
 
 STARTS_BESIDE_THEM = """
 import multiprocessing, sys
