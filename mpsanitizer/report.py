@@ -80,16 +80,20 @@ def fix(finding: Finding) -> List[str]:
     factory = finding.factory
     via = finding.via
     package = finding.package
+    made = f"ctx.{factory}(...)"
+    if finding.object_type != factory:  # the program's own subclass: no ctx method makes it
+        factory = finding.object_type
+        made = f"{factory}(..., ctx=ctx)"
     if finding.target not in STANDARD_METHODS:  # a library's own start method ("loky")
         return [
             f"create the {factory} from a context whose processes can open it "
             f"(the {finding.target!r} processes are not forked from this one):",
-            f"    ctx = {package}.get_context('spawn'); ctx.{factory}(...)",
+            f"    ctx = {package}.get_context('spawn'); {made}",
             f"or use the {factory} the library provides for its processes, if it has one",
         ]
     create = [
         f"create the {factory} from the process's context:",
-        f"    ctx = {package}.get_context({finding.target!r}); ctx.{factory}(...)",
+        f"    ctx = {package}.get_context({finding.target!r}); {made}",
     ]
     if finding.origin not in STANDARD_METHODS:  # a context of the program's own naming
         return [*create, f"or start the {via} from the context that made the {factory}"]

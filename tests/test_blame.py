@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.synchronize
 from typing import List
 
 import mp_helpers as h
@@ -101,3 +102,19 @@ def test_the_fix_for_an_object_of_a_context_of_the_programs_naming_names_no_get_
     text = str(warning.message)
     assert "or start the Process from the context that made the Lock" in text
     assert "get_context('forkish')" not in text
+
+
+class ProgramsLock(multiprocessing.synchronize.Lock):
+    """A program's own Lock: no context method makes it."""
+
+
+@pytest.mark.parametrize("target", NOT_FORK)
+def test_the_fix_for_a_programs_own_lock_class_makes_that_class_with_ctx(target) -> None:
+    proc = multiprocessing.get_context(target).Process(
+        target=h.noop, args=(ProgramsLock(ctx=FORK),)
+    )
+    with pytest.raises(ContextMismatchError) as info:
+        proc.start()
+    text = str(info.value)
+    assert f"get_context({target!r}); ProgramsLock(..., ctx=ctx)" in text
+    assert "ctx.Lock(" not in text and "ctx.ProgramsLock(" not in text
