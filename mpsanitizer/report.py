@@ -105,6 +105,17 @@ def fix(finding: Finding) -> List[str]:
     return [*create, f"or start the {via} from the {factory}'s context:", f"    {start}"]
 
 
+_PATH_ENDS = 60  # characters kept at each end of a path too long for one line
+
+
+def _shortened(path: str) -> str:
+    """A path as a report line shows it: one through 5,000 nested lists keeps its ends."""
+    if len(path) <= 3 * _PATH_ENDS:
+        return path
+    cut = len(path) - 2 * _PATH_ENDS
+    return f"{path[:_PATH_ENDS]}...({cut} characters)...{path[-_PATH_ENDS:]}"
+
+
 def format_report(findings: Sequence[Finding]) -> str:
     """The whole report for the findings of one process start."""
     first = findings[0]
@@ -122,7 +133,8 @@ def format_report(findings: Sequence[Finding]) -> str:
         origin = f"a {finding.origin!r} context" if finding.origin else "an unknown context"
         pid = f", pid {finding.creator_pid}" if finding.creator_pid else ""
         lines.append("")
-        lines.append(f"  #{n} {finding.object_type} at {finding.path}, created in {origin}{pid}")
+        path = _shortened(finding.path)
+        lines.append(f"  #{n} {finding.object_type} at {path}, created in {origin}{pid}")
         if finding.created_at:
             lines.append("    Object created at (most recent call last):")
             lines.extend(format_frames(finding.created_at, "      "))

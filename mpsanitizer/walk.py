@@ -12,6 +12,7 @@ import enum
 import functools
 import gc
 import types
+import weakref
 from collections import deque
 from itertools import islice
 from multiprocessing import process
@@ -116,7 +117,8 @@ def _instance_attributes(obj: Any) -> Dict[str, Any]:
 
 
 # How a child hangs from its parent: kind and key, formatted only when a path is needed.
-INDEX, KEY, KEY_OBJECT, ITEM, ATTR, REDUCE_ARGS, STATE, CLOSURE, GLOBAL, VIEWED = range(10)
+INDEX, KEY, KEY_OBJECT, ITEM, ATTR, REDUCE_ARGS, STATE, CLOSURE, GLOBAL = range(9)
+VIEWED, REFERENT = 9, 10  # a mappingproxy's mapping; what a weak reference refers to
 Part = Tuple[int, Any, Any]  # (kind, key, child)
 _SPECIAL = (list, tuple, dict, set, frozenset, deque, functools.partial, types.MethodType)
 _PLAIN_CLASSES: Dict[type, bool] = {}  # True: instances carry a __dict__ and nothing else
@@ -150,6 +152,9 @@ def parts(obj: Any, limit: Optional[int] = None) -> List[Part]:
         ]
     if issubclass(cls, types.MethodType):
         return [(ATTR, "__self__", obj.__self__)]
+    if issubclass(cls, weakref.ref):  # a fork child reaches what it refers to (WeakSet's)
+        referent = _dereference(obj)
+        return [] if referent is None else [(REFERENT, None, referent)]
     if cls is types.MappingProxyType:  # its mapping, as the C type holds it: no code runs
         return [(VIEWED, None, mapping) for mapping in gc.get_referents(obj)]
     if issubclass(cls, _OPAQUE):
@@ -161,6 +166,7 @@ def parts(obj: Any, limit: Optional[int] = None) -> List[Part]:
 
 
 _CONTAINERS = (list, tuple, dict, set, frozenset, deque)
+_dereference = weakref.ref.__call__  # a subclass's own __call__ does not run
 _PARTIAL_FIELDS = {name: vars(functools.partial)[name] for name in ("func", "args", "keywords")}
 
 
@@ -365,6 +371,8 @@ def format_part(kind: int, key: Any) -> str:
         return f".<global {key}>"
     if kind == VIEWED:
         return ""
+    if kind == REFERENT:
+        return "()"
     return f".{key}" if type(key) is str else f".{key_text(key)}"
 
 

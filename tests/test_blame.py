@@ -118,3 +118,16 @@ def test_the_fix_for_a_programs_own_lock_class_makes_that_class_with_ctx(target)
     text = str(info.value)
     assert f"get_context({target!r}); ProgramsLock(..., ctx=ctx)" in text
     assert "ctx.Lock(" not in text and "ctx.ProgramsLock(" not in text
+
+
+def test_a_path_too_long_for_a_line_keeps_its_ends_in_the_report() -> None:
+    nested = [FORK.Lock()]
+    for _ in range(100):
+        nested = [nested]
+    with pytest.raises(ContextMismatchError) as info:
+        SPAWN.Process(target=h.noop, args=(nested,)).start()
+    (finding,) = info.value.findings
+    assert finding.path == "args[0]" + "[0]" * 101  # the data keeps it whole
+    (line,) = [line for line in str(info.value).splitlines() if line.startswith("  #1 Lock at ")]
+    assert "...(190 characters)..." in line and len(line) < 250
+    assert line.startswith("  #1 Lock at args[0][0]") and "[0][0], created in a 'fork'" in line

@@ -337,6 +337,14 @@ FORK_SHAPES = {
         lambda lock: {"target": h.noop, "args": (types.MappingProxyType({"l": lock}),)},
         r"args\[0\]\['l'\]",
     ),
+    "value of a WeakValueDictionary": (
+        lambda lock: {"target": h.noop, "args": (_weakly(weakref.WeakValueDictionary, lock),)},
+        r"args\[0\]\.data\['held'\]\(\)\.lock",
+    ),
+    "member of a WeakSet": (
+        lambda lock: {"target": h.noop, "args": (_weakly(weakref.WeakSet, lock),)},
+        r"args\[0\]\.data\.<item 0>\(\)\.lock",
+    ),
     "closure of the target": (
         lambda lock: {"target": _closing_over(lock)},
         r"target\.<closure lock>",
@@ -358,6 +366,20 @@ FORK_SHAPES = {
         r"args\[0\]\.held",
     ),
 }
+
+
+ALIVE: List[object] = []  # what the weak containers of FORK_SHAPES refer to
+
+
+def _weakly(container, lock):
+    holder = Holder(lock)
+    ALIVE.append(holder)
+    found = container()
+    if isinstance(found, weakref.WeakSet):
+        found.add(holder)
+    else:
+        found["held"] = holder
+    return found
 
 
 def _closing_over(lock):
