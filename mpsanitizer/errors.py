@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from .findings import Finding
 from .report import format_report
@@ -27,7 +27,52 @@ class ContextMismatchError(RuntimeError):
         super().__init__(format_report(self.findings))
 
     def __reduce__(self):  # type: ignore[override]
-        return type(self), (self.findings or str(self),)
+        return ContextMismatchError, (self.findings or str(self),)
+
+
+def mismatch_error(
+    findings: Sequence[Finding], raised_instead: Optional[BaseException] = None
+) -> ContextMismatchError:
+    """The error for ``findings``. Given ``raised_instead``, the error CPython's pickling
+    raises first in this start without mpsanitizer (an unpicklable ``threading.Lock``), it
+    is also of that error's class: the program's ``except TypeError`` around ``start()``
+    goes on catching it."""
+    cls = ContextMismatchError if raised_instead is None else _also_of(type(raised_instead))
+    return cls(findings)
+
+
+# Modules whose exception classes may be mixed in: their construction runs no program code.
+_NATIVE_MODULES = frozenset(("builtins", "_pickle", "pickle"))
+_also: Dict[type, type] = {}
+
+
+def _also_of(native: type) -> type:
+    """ContextMismatchError that is also a ``native``, where the two classes can be mixed
+    and still show and behave as a ContextMismatchError; else ContextMismatchError."""
+    found = _also.get(native)
+    if found is not None:
+        return found
+    found = ContextMismatchError
+    if (
+        issubclass(native, Exception)
+        and not issubclass(ContextMismatchError, native)  # RuntimeError: it already is one
+        and getattr(native, "__module__", None) in _NATIVE_MODULES
+    ):
+        namespace = {
+            "__module__": "mpsanitizer",
+            "__qualname__": "ContextMismatchError",
+            "__doc__": ContextMismatchError.__doc__,
+        }
+        try:
+            mixed = type("ContextMismatchError", (ContextMismatchError, native), namespace)
+            probe = mixed("probe")
+            if str(probe) == "probe" and probe.args == ("probe",):  # KeyError quotes its str
+                found = mixed
+        except Exception:  # an MRO or a layout that cannot be mixed
+            pass
+    if len(_also) < 100:
+        _also[native] = found
+    return found
 
 
 class ContextMixingWarning(RuntimeWarning):

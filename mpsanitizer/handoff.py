@@ -21,9 +21,9 @@ import types
 from multiprocessing.process import BaseProcess as _BaseProcess
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import dump_hook, flavours, jsonlog, kinds, origins, stacks, typeinfo, walk
+from . import dump_hook, flavours, jsonlog, kinds, origins, report, stacks, typeinfo, walk
 from .config import Settings
-from .errors import ContextMismatchError, warn
+from .errors import ContextMismatchError, mismatch_error, warn
 from .faults import report_fault
 from .findings import MISMATCH, Finding, Verdict, judge
 
@@ -67,6 +67,10 @@ class _Scanning:
         self.owners: Dict[int, Any] = {}  # id of an inner object -> its self-pickling owner
         self.fault: Optional[BaseException] = None
         self.elided = 0  # error-class offenders pickled as 0, so that the scan goes on
+        # Whether CPython's own pickling would have refused one of them (3.11.5+): then its
+        # RuntimeError, not a later failure of the pickling, is what the start raises natively.
+        self.refused_natively = False
+        self._refuses = elide and report.checks_fork_context(package, sys.version_info)
         self._protocol = _effective_protocol(protocol)
         # Our own copy: a ForkingPickler of the program's may share a table (copyreg's).
         shared = self.dispatch_table
@@ -82,6 +86,7 @@ class _Scanning:
                 self._own(obj)
             elif self._note(obj):
                 self.elided += 1
+                self.refused_natively = self._refuses
                 return int, ()
         except Exception as exc:
             self.fault = exc
@@ -262,7 +267,8 @@ class DumpScan:
         dump_hook.cut_our_frames(native)  # CPython's error, as our report's cause too
         checker = self.checker
         hits = checker._all_findings(self.obj, self.target, self.package, pickler.hits)
-        error = checker._deliver(hits, native)
+        raised_instead = None if pickler.refused_natively else native
+        error = checker._deliver(hits, native, raised_instead)
         if error is None:
             self.again = bool(pickler.elided)  # we hid an offender: let CPython see them all
         return error
@@ -446,10 +452,13 @@ class Checker:
     # -- delivery -------------------------------------------------------
 
     def _deliver(
-        self, findings: List[Finding], cause: Optional[BaseException] = None
+        self,
+        findings: List[Finding],
+        cause: Optional[BaseException] = None,
+        raised_instead: Optional[BaseException] = None,
     ) -> Optional[ContextMismatchError]:
         """Record and emit the findings (a warning once per hand-off); return the error
-        to raise, if any."""
+        to raise, if any (see :func:`mismatch_error` for ``raised_instead``)."""
         raising = self.settings.mode == "error"
         findings = [f for f in findings if (raising and f.is_error) or self._first_time(f)]
         errors = [f for f in findings if raising and f.is_error]
@@ -464,7 +473,7 @@ class Checker:
             warn(finding)
         if not errors:
             return None
-        error = ContextMismatchError(errors)
+        error = mismatch_error(errors, raised_instead)
         error.__cause__ = cause
         error.__suppress_context__ = True
         return error

@@ -29,7 +29,7 @@ def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.versio
         )
     package = finding.package
     standard = package == "multiprocessing"
-    if _checks_fork_context(package, version):
+    if checks_fork_context(package, version):
         extra = (
             f' (it says "spawn" for this {finding.target} process)'
             if finding.target != "spawn"
@@ -62,7 +62,7 @@ def native_behaviour(finding: Finding, version: Sequence[int] = tuple(sys.versio
     return f"Without mpsanitizer, on CPython {v} {outcome}; {nothing}."
 
 
-def _checks_fork_context(package: str, version: Sequence[int]) -> bool:
+def checks_fork_context(package: str, version: Sequence[int]) -> bool:
     """Whether ``package`` refuses a fork-born SemLock itself (CPython from 3.11.5, and the
     copies that took that check over): read from its ``SemLock.__getstate__``."""
     if package == "multiprocessing":

@@ -56,6 +56,7 @@ _INTERNAL_PACKAGES = (
     *("multiprocess", "billiard"),  # copies of multiprocessing (flavours.py)
     *("joblib", "loky", "pebble", "torch.multiprocessing", "torch.utils.data", "mpire"),
     *("pathos", "tqdm.contrib.concurrent"),
+    "asyncio",  # loop.run_in_executor(executor, ...): the program's await is the start
 )
 _internal_modules: Dict[Optional[str], bool] = {None: False}
 # 3.12+: a frame's module name without making a frame object for it (3.11 makes them lazily).

@@ -131,3 +131,26 @@ def test_a_path_too_long_for_a_line_keeps_its_ends_in_the_report() -> None:
     (line,) = [line for line in str(info.value).splitlines() if line.startswith("  #1 Lock at ")]
     assert "...(190 characters)..." in line and len(line) < 250
     assert line.startswith("  #1 Lock at args[0][0]") and "[0][0], created in a 'fork'" in line
+
+
+def test_a_start_through_asyncio_run_in_executor_is_blamed_on_the_programs_line(
+    mixing_warnings,
+) -> None:
+    import asyncio
+    from concurrent.futures import ProcessPoolExecutor
+
+    async def main(executor) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, abs, -1)  # the start
+
+    executor = ProcessPoolExecutor(1, mp_context=FORK, initializer=h.noop, initargs=(SPAWN.Lock(),))
+    with executor:
+        asyncio.run(main(executor))
+    (warning,) = mixing_warnings
+    (finding,) = warning.message.findings
+    assert finding.path == "initargs[0]"
+    assert (finding.started_at[-1].filename, finding.started_at[-1].lineno) == (
+        __file__,
+        line_of("# the start"),
+    )
+    assert (warning.filename, warning.lineno) == (__file__, line_of("# the start"))

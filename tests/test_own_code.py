@@ -6,6 +6,7 @@ from __future__ import annotations
 import copyreg
 import multiprocessing
 import pickle
+import threading
 from multiprocessing import queues, reduction, synchronize
 from typing import Any, List
 
@@ -79,6 +80,41 @@ def test_a_lock_the_programs_getstate_drops_is_not_blamed_for_a_native_failure()
         with pytest.raises(TypeError) as info:
             proc.start()
     assert not isinstance(info.value, ContextMismatchError)
+
+
+def _first_failure(proc: Any) -> BaseException:
+    with pytest.raises(Exception) as info:
+        proc.start()
+    assert proc._popen is None  # no child
+    return info.value
+
+
+@pytest.mark.parametrize("method", NOT_FORK)
+@pytest.mark.parametrize("thread_lock_first", [True, False], ids=["thread-lock-first", "after"])
+def test_a_mismatch_in_a_start_that_fails_anyway_is_also_of_the_class_cpython_raises(
+    method, thread_lock_first
+) -> None:
+    """``except TypeError`` around a start catches what it caught without mpsanitizer."""
+    import mpsanitizer
+
+    ctx = multiprocessing.get_context(method)
+
+    def process() -> Any:
+        held = [threading.Lock(), FORK.Lock()]
+        return ctx.Process(target=h.noop, args=tuple(held if thread_lock_first else held[::-1]))
+
+    mpsanitizer.disable()
+    native = _first_failure(process())
+    mpsanitizer.enable()
+    ours = _first_failure(process())
+    assert isinstance(ours, ContextMismatchError) and isinstance(ours, type(native))
+    assert isinstance(ours, TypeError) == isinstance(native, TypeError)  # whichever comes first
+    assert [f.path for f in ours.findings] == [f"args[{int(thread_lock_first)}]"]
+    assert type(native) is (RuntimeError if h.NATIVE_CHECK and not thread_lock_first else TypeError)
+    assert (
+        type(ours).__qualname__ == "ContextMismatchError" and type(ours).__module__ == "mpsanitizer"
+    )
+    assert type(pickle.loads(pickle.dumps(ours))) is ContextMismatchError
 
 
 @pytest.mark.parametrize("method", NOT_FORK)
