@@ -262,8 +262,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
             report.sections.append(("mpsanitizer findings", text))
         return
     report.outcome = "failed"
-    text = "\n\n".join(errors)
-    report.longrepr = f"mpsanitizer: {len(errors)} finding(s) during this test\n\n{text}"
+    report.longrepr = FindingsFailure(errors)  # type: ignore[assignment]
+
+
+class FindingsFailure:
+    """Why a test that raised nothing fails: the reports of its findings, under a
+    headline that pytest's short summary shows alone, on CI too (for a plain string it
+    shows nothing before pytest 9, and every line of it on CI)."""
+
+    def __init__(self, reports: List[str]) -> None:
+        first = _summary_line(reports[0]).replace("SUMMARY: mpsanitizer: ", "")
+        headline = f"mpsanitizer: {len(reports)} finding(s) during this test"
+        if first != reports[0]:
+            headline += f": {first}"
+        self.reprcrash = _Crash(headline)
+        self.text = headline + "\n\n" + "\n\n".join(reports)
+
+    def toterminal(self, tw: Any) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:  # what pytest-xdist and junitxml carry
+        return self.text
+
+
+class _Crash:
+    """The ``reprcrash`` pytest's short summary and junitxml read: the headline."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.path, self.lineno = "", 0
 
 
 def _headline_only(report: pytest.TestReport, call: pytest.CallInfo) -> None:

@@ -292,6 +292,48 @@ def test_a_failing_tests_own_report_is_shown_once_and_its_stacks_end_at_the_test
     assert "_pytest" not in text[text.index("Object created at") :], text
 
 
+SWALLOWED = """
+import multiprocessing
+from helpers import touch
+
+def test_swallows():
+    lock = multiprocessing.get_context("fork").Lock()
+    try:
+        multiprocessing.get_context("spawn").Process(target=touch, args=(lock,)).start()
+    except RuntimeError:
+        pass
+"""
+
+
+@pytest.mark.parametrize("on_ci", [False, True], ids=["local", "on-ci"])
+def test_a_swallowed_finding_fails_its_test_under_a_one_line_headline(
+    suite, monkeypatch, on_ci
+) -> None:
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    monkeypatch.delenv("BUILD_NUMBER", raising=False)
+    if on_ci:
+        monkeypatch.setenv("CI", "true")
+    else:
+        monkeypatch.delenv("CI", raising=False)
+    suite.makepyfile(test_swallowed_here=SWALLOWED)
+    result = suite.runpytest_subprocess("--mpsanitize", "test_swallowed_here.py")
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str()
+    assert text.count("SUMMARY: mpsanitizer: context-mismatch") == 1, text  # its report, once
+    failed = next(line for line in text.splitlines() if line.startswith("FAILED "))
+    whole = (
+        "FAILED test_swallowed_here.py::test_swallows - mpsanitizer: 1 finding(s) during this "
+        "test: context-mismatch test_swallowed_here.py:5 -> test_swallowed_here.py:7"
+    )
+    if on_ci:
+        assert failed == whole, text
+    else:  # cut to the terminal's width, as pytest cuts any reason
+        assert failed.endswith("...") and whole.startswith(failed[:-3]), text
+        assert len(failed) > len("FAILED test_swallowed_here.py::test_swallows - mps"), text
+    after = text[text.index(failed) :].splitlines()[1:]
+    assert not after or after[0].startswith("="), text  # nothing more of it under the line
+
+
 DRIVER = """
 import os, subprocess, sys
 import pytest, mpsanitizer
