@@ -268,17 +268,22 @@ def test_uncaught():
 """
 
 
-@pytest.mark.parametrize("on_ci", [False, True], ids=["local", "on-ci"])
-def test_a_failing_tests_own_report_is_shown_once_and_its_stacks_end_at_the_test(
-    suite, monkeypatch, on_ci
-) -> None:
-    # on CI (CI or BUILD_NUMBER set) pytest's short summary prints whole crash messages
+def _on_ci(monkeypatch, on_ci: bool) -> None:
+    """The environment pytest reads as CI's (``CI`` or ``BUILD_NUMBER`` set), or not."""
     monkeypatch.delenv("MPSANITIZE", raising=False)
     monkeypatch.delenv("BUILD_NUMBER", raising=False)
     if on_ci:
         monkeypatch.setenv("CI", "true")
     else:
         monkeypatch.delenv("CI", raising=False)
+
+
+@pytest.mark.parametrize("on_ci", [False, True], ids=["local", "on-ci"])
+def test_a_failing_tests_own_report_is_shown_once_and_its_stacks_end_at_the_test(
+    suite, monkeypatch, on_ci
+) -> None:
+    # on CI (CI or BUILD_NUMBER set) pytest's short summary prints whole crash messages
+    _on_ci(monkeypatch, on_ci)
     suite.makepyfile(test_uncaught=UNCAUGHT)
     result = suite.runpytest_subprocess("--mpsanitize", "test_uncaught.py")
     result.assert_outcomes(failed=1)
@@ -309,12 +314,7 @@ def test_swallows():
 def test_a_swallowed_finding_fails_its_test_under_a_one_line_headline(
     suite, monkeypatch, on_ci
 ) -> None:
-    monkeypatch.delenv("MPSANITIZE", raising=False)
-    monkeypatch.delenv("BUILD_NUMBER", raising=False)
-    if on_ci:
-        monkeypatch.setenv("CI", "true")
-    else:
-        monkeypatch.delenv("CI", raising=False)
+    _on_ci(monkeypatch, on_ci)
     suite.makepyfile(test_swallowed_here=SWALLOWED)
     result = suite.runpytest_subprocess("--mpsanitize", "test_swallowed_here.py")
     result.assert_outcomes(failed=1)
