@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import dump_hook, flavours, jsonlog, kinds, origins, report, stacks, typeinfo, walk
 from .config import Settings
-from .errors import ContextMismatchError, mismatch_error, warn
+from .errors import ContextMismatchError, ContextMixingWarning, mismatch_error, warn
 from .faults import report_fault
 from .findings import MISMATCH, Finding, Verdict, judge
 
@@ -306,7 +306,7 @@ class Checker:
 
     # -- the start-time interceptions ---------------------------------------
 
-    def fork_start(self, popen: Any, proc: Any) -> Optional[ContextMismatchError]:
+    def fork_start(self, popen: Any, proc: Any) -> Optional[BaseException]:
         """fork's ``Popen._launch(popen, proc)``, before ``os.fork()``: the error to raise
         there, if any (:func:`mpsanitizer.hooks.fork_launch_hook`). Everything it makes
         is freed before the fork: each object freed after it would write to a page the
@@ -456,9 +456,11 @@ class Checker:
         findings: List[Finding],
         cause: Optional[BaseException] = None,
         raised_instead: Optional[BaseException] = None,
-    ) -> Optional[ContextMismatchError]:
+    ) -> Optional[BaseException]:
         """Record and emit the findings (a warning once per hand-off); return the error
-        to raise, if any (see :func:`mismatch_error` for ``raised_instead``)."""
+        to raise, if any (see :func:`mismatch_error` for ``raised_instead``): also a
+        warning that the warning filters turned into one, which the start then raises
+        as it raises ours, without our frames under it."""
         raising = self.settings.mode == "error"
         findings = [f for f in findings if (raising and f.is_error) or self._first_time(f)]
         errors = [f for f in findings if raising and f.is_error]
@@ -469,10 +471,15 @@ class Checker:
             _seen.extend(findings)
         if self.settings.log_path:
             jsonlog.write(self.settings.log_path, findings)
+        refused: Optional[BaseException] = None
         for finding in warned:
-            warn(finding)
+            try:
+                warn(finding)
+            except ContextMixingWarning as exc:  # -W error: the first one stops the start
+                refused = exc.with_traceback(None)
+                break
         if not errors:
-            return None
+            return refused
         error = mismatch_error(errors, raised_instead)
         error.__cause__ = cause
         error.__suppress_context__ = True

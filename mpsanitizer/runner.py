@@ -62,6 +62,8 @@ def parse(argv: List[str]) -> Tuple[Dict[str, object], Set[str], str, str, List[
             key, sep, value = arg[2:].partition("=")
             key = key.replace("-", "_")
             if key not in ("mode", "stack_depth", "log_path"):
+                if sep and arg.split("=")[0] in SWITCHES:
+                    raise UsageError(f"option {arg.split('=')[0]} takes no value")
                 raise UsageError(f"unknown option {arg.split('=')[0]}")
             if not sep:
                 if i + 1 >= len(argv):
@@ -94,8 +96,9 @@ def main(argv: Optional[List[str]] = None, path0: Optional[str] = None) -> int:
         return _usage_error(exc)
     if argv is None and not switches and _runnable(kind, target, path0) and relaunch.possible():
         program = [target, *args] if kind == "script" else [kind, target, *args]
-        if kind == "script" and target.startswith("-") and target != "-":
-            program.insert(0, "--")  # a script named like an option, as it was given
+        given = sys.argv[1:]
+        if kind == "script" and given[-len(program) - 1 : -len(program)] == ["--"]:
+            program.insert(0, "--")  # as it was given: sys.orig_argv shows it
         relaunch.become(program, options.to_environment(settings))
     from .program import NotCompiled, prepare, report, rerun_natively, run
 

@@ -194,10 +194,16 @@ def test_strict_mode_makes_mixing_an_error(no_children) -> None:
 def test_mixing_warning_obeys_warning_filters() -> None:
     mpsanitizer.enable()
     lock = SPAWN.Lock()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ContextMixingWarning)
-        with pytest.raises(ContextMixingWarning):
-            FORK.Process(target=h.touch, args=(lock,)).start()
+    for ctx in (FORK, multiprocessing.get_context("forkserver")):
+        proc = ctx.Process(target=h.touch, args=(lock,))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ContextMixingWarning)
+            with pytest.raises(ContextMixingWarning) as info:
+                proc.start()
+        assert proc._popen is None  # raised as our errors are: before the child
+        files = [entry.frame.code.raw.co_filename for entry in info.traceback]
+        checking = ("errors.py", "handoff.py", "patches.py")  # the check's own frames
+        assert not [f for f in files if f.endswith(checking)], files
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", ContextMixingWarning)
         assert start(FORK.Process(target=h.touch, args=(lock,))) == 0

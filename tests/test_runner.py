@@ -439,6 +439,7 @@ def test_findings_after_the_scripts_body_count_too(tmp_path: Path, when: str) ->
     [
         (["missing.py"], "mpsanitizer: error: can't open file 'missing.py': no such file"),
         (["--bogus", "x.py"], "mpsanitizer: error: unknown option --bogus"),
+        (["--fail-on-warning=1", "x.py"], "mpsanitizer: error: option --fail-on-warning takes no"),
         (["--mode", "loud", "x.py"], "mpsanitizer: error: --mode: mode must be error or warn"),
         (["--stack-depth=zero", "x.py"], "mpsanitizer: error: --stack-depth: stack_depth must be"),
         (["-m"], "mpsanitizer: error: argument -m needs a value"),
@@ -994,6 +995,15 @@ def test_relaunched_the_program_has_pythons_own_frames_flags_and_pid(tmp_path: P
     )  # fmt: skip
     out, _ = process.communicate(timeout=60)
     assert out.splitlines()[-1] == str(process.pid)
+
+
+@pytest.mark.parametrize("given", [["app.py", "x"], ["--", "app.py", "x"], ["--", "-app.py"]])
+def test_relaunched_the_program_has_the_command_line_it_was_given(tmp_path: Path, given) -> None:
+    code = "import sys; print(sys.argv, getattr(sys, 'orig_argv', [])[1:])"
+    (tmp_path / "app.py").write_text(code)
+    (tmp_path / "-app.py").write_text(code)
+    native = python(given, tmp_path)
+    assert python(["-m", "mpsanitizer", *given], tmp_path).stdout == native.stdout != ""
 
 
 TRACED = """
