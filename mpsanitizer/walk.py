@@ -157,7 +157,7 @@ def parts(obj: Any, limit: Optional[int] = None) -> List[Part]:
         return [] if referent is None else [(REFERENT, None, referent)]
     if cls is types.MappingProxyType:  # its mapping, as the C type holds it: no code runs
         return [(VIEWED, None, mapping) for mapping in gc.get_referents(obj)]
-    if issubclass(cls, _OPAQUE):
+    if issubclass(cls, _OPAQUE) or _is_machinery(cls):
         return []
     found = _attributes(obj, cls, limit)
     if cls not in _PLAIN_CLASSES and len(_PLAIN_CLASSES) < 10_000:
@@ -339,10 +339,36 @@ def _function_parts(func: types.FunctionType) -> List[Part]:
     return [part for part in found if type(part[2]) not in ATOMIC]
 
 
+# Classes whose instances run processes of their own: what a child inherits of one (a fork
+# child, a pool held by its target's object) is their machinery, no primitive of the
+# program's, and unusable there; spawn cannot send one at all.
+_MACHINERY = {
+    **flavours.per_package({"pool": "Pool"}),
+    "concurrent.futures.process": "ProcessPoolExecutor",
+    "loky.process_executor": "ProcessPoolExecutor",
+    "joblib.externals.loky.process_executor": "ProcessPoolExecutor",
+}
+_machinery: Dict[type, bool] = {}
+
+
+def _is_machinery(cls: type) -> bool:
+    try:
+        return _machinery[cls]
+    except KeyError:
+        pass
+    found = any(
+        _MACHINERY.get(typeinfo.module_of(base)) == typeinfo.qualname(base)
+        for base in typeinfo.mro(cls)
+    )
+    if len(_machinery) < 10_000:
+        _machinery[cls] = found
+    return found
+
+
 def _is_plain(cls: type) -> bool:
     """Instances whose pickled state is their ``__dict__`` (no slots, no container base),
     and whose ``obj.__dict__`` runs no code of theirs."""
-    if _slots(cls) or issubclass(cls, _SPECIAL):
+    if _slots(cls) or issubclass(cls, _SPECIAL) or _is_machinery(cls):
         return False
     bases = typeinfo.mro(cls)
     if any(base is not object and typeinfo.module_of(base) == "builtins" for base in bases):

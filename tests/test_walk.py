@@ -14,6 +14,7 @@ import pickle
 import re
 import types
 import weakref
+from concurrent.futures import ProcessPoolExecutor
 from typing import List
 
 import mp_helpers as h
@@ -537,3 +538,29 @@ def test_a_hand_off_warned_about_is_not_located_again_at_each_start(monkeypatch)
             assert start(FORK.Process(target=h.noop, args=(lock,))) == 0
     assert len([w for w in record if w.category is ContextMixingWarning]) == 1
     assert located == [1]
+
+
+class Service:
+    """Holds a spawn Pool and executor, whose own queues a fork child inherits with it."""
+
+    def __init__(self, lock) -> None:
+        self.pool = SPAWN.Pool(1)
+        self.executor = ProcessPoolExecutor(1, mp_context=SPAWN)
+        self.executor.submit(abs, 1).result()
+        self.lock = lock
+
+    def run(self) -> None:
+        pass
+
+
+def test_a_pool_or_executor_a_fork_child_inherits_is_not_reported_by_its_own_queues(
+    mixing_warnings,
+) -> None:
+    service = Service(SPAWN.Lock())
+    try:
+        assert start(FORK.Process(target=service.run)) == 0
+    finally:
+        service.pool.terminate()
+        service.executor.shutdown()
+    found = [(f.object_type, f.path) for w in mixing_warnings for f in w.message.findings]
+    assert found == [("Lock", "target.__self__.lock")]  # the program's own, alone
