@@ -55,7 +55,8 @@ _INTERNAL_PACKAGES = (
     *("multiprocessing", "concurrent.futures", "wrapt", "mpsanitizer", "threading"),
     *("multiprocess", "billiard"),  # copies of multiprocessing (flavours.py)
     *("joblib", "loky", "pebble", "torch.multiprocessing", "torch.utils.data", "mpire"),
-    *("pathos", "tqdm.contrib.concurrent"),
+    *("pathos", "aiomultiprocess"),
+    "tqdm",  # its lock, made by the program's tqdm.get_lock(); its process_map
     "asyncio",  # loop.run_in_executor(executor, ...): the program's await is the start
 )
 _internal_modules: Dict[Optional[str], bool] = {None: False}

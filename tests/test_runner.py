@@ -1174,17 +1174,51 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("module", ["mpire.pool", "torch.utils.data.dataloader", "pathos.pools"])
-def test_a_start_inside_a_process_library_is_the_programs_call_into_it(tmp_path, module) -> None:
+def _library(tmp_path: Path, module: str, source: str) -> None:
+    """A module of a library's name beside the program, as if installed."""
     package = tmp_path.joinpath(*module.split(".")[:-1])
     package.mkdir(parents=True)
     for parent in [package, *package.parents]:
         if parent == tmp_path:
             break
         (parent / "__init__.py").write_text("")
-    (package / f"{module.split('.')[-1]}.py").write_text(LIBRARY_START)
+    (package / f"{module.split('.')[-1]}.py").write_text(source)
+
+
+LIBRARIES_STARTING = ["mpire.pool", "torch.utils.data.dataloader", "pathos.pools"]
+
+
+@pytest.mark.parametrize("module", [*LIBRARIES_STARTING, "aiomultiprocess.core"])
+def test_a_start_inside_a_process_library_is_the_programs_call_into_it(tmp_path, module) -> None:
+    _library(tmp_path, module, LIBRARY_START)
     (tmp_path / "app.py").write_text(USES_THE_LIBRARY)
     result = python(["-m", "mpsanitizer", "app.py", module], tmp_path)
+    assert result.returncode == 1
+    assert "SUMMARY: mpsanitizer: context-mismatch app.py:5 -> app.py:6" in result.stderr
+
+
+LIBRARY_LOCK = """
+import multiprocessing
+
+def get_lock():  # tqdm's: the lock its bars share, made on the program's first call
+    return multiprocessing.get_context("fork").RLock()
+"""
+
+USES_THE_LIBRARYS_LOCK = """
+import multiprocessing, importlib, sys
+
+if __name__ == "__main__":
+    lock = importlib.import_module(sys.argv[1]).get_lock()
+    multiprocessing.get_context("spawn").Process(target=print, args=(lock,)).start()
+"""
+
+
+def test_a_primitive_a_library_makes_for_the_program_is_born_at_the_programs_call(
+    tmp_path,
+) -> None:
+    _library(tmp_path, "tqdm.std", LIBRARY_LOCK)
+    (tmp_path / "app.py").write_text(USES_THE_LIBRARYS_LOCK)
+    result = python(["-m", "mpsanitizer", "app.py", "tqdm.std"], tmp_path)
     assert result.returncode == 1
     assert "SUMMARY: mpsanitizer: context-mismatch app.py:5 -> app.py:6" in result.stderr
 
