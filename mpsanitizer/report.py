@@ -100,6 +100,11 @@ def fix(finding: Finding) -> List[str]:
     origin = f"get_context({finding.origin!r})"
     if via == "ProcessPoolExecutor":
         start = f"ProcessPoolExecutor(mp_context=multiprocessing.{origin}, ...)"
+    elif via == "Manager":  # a BaseManager subclass of the program's is not ctx.Manager()
+        start = (
+            f"{package}.{origin}.Manager(), or for a manager class of your own"
+            f"\n             MyManager(ctx={package}.{origin})"
+        )
     else:
         start = f"{package}.{origin}.{via}(...)"
     return [*create, f"or start the {via} from the {factory}'s context:", f"    {start}"]

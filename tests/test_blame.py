@@ -154,3 +154,21 @@ def test_a_start_through_asyncio_run_in_executor_is_blamed_on_the_programs_line(
         line_of("# the start"),
     )
     assert (warning.filename, warning.lineno) == (__file__, line_of("# the start"))
+
+
+def test_the_fix_for_a_managers_initargs_names_a_manager_class_of_the_programs_own() -> None:
+    from multiprocessing.managers import BaseManager
+
+    class OwnManager(BaseManager):
+        pass
+
+    manager = OwnManager(ctx=SPAWN)
+    with pytest.raises(ContextMismatchError) as info:
+        manager.start(h.noop, (FORK.Lock(),))
+    assert [f.path for f in info.value.findings] == ["initargs[0]"]
+    text = str(info.value)
+    assert "or start the Manager from the Lock's context:" in text
+    assert (
+        "multiprocessing.get_context('fork').Manager(), or for a manager class of your own" in text
+    )
+    assert "MyManager(ctx=multiprocessing.get_context('fork'))" in text
