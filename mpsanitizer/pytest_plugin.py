@@ -247,7 +247,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     except Exception as exc:
         warnings.warn(f"mpsanitizer: could not read findings ({exc})", RuntimeWarning, stacklevel=1)
         return
-    raised = _reemit_child_warnings(records)
+    raised = _reemit_child_warnings(records, item.config.pluginmanager.has_plugin("warnings"))
     from .findings import Finding
     from .report import format_report
 
@@ -327,9 +327,11 @@ def _where(record: Dict[str, Any]) -> str:
     return f"\n  (reported by pid {record.get('pid')}, {record.get('reporting_process', '')})"
 
 
-def _reemit_child_warnings(records: List[Dict[str, Any]]) -> List[str]:
-    """Warn here about each warning of another process; the texts of those the warning
-    filters turn into errors (``-W error``), which fail the test."""
+def _reemit_child_warnings(records: List[Dict[str, Any]], summarized: bool) -> List[str]:
+    """Warn here about each warning of another process, for pytest's warnings summary
+    (``summarized``: its warnings plugin is on; else the child's own stderr, captured with
+    the test, is all that shows, and nothing is printed here, outside any capture); the
+    texts of those the warning filters turn into errors (``-W error``), which fail the test."""
     from .errors import warn
     from .findings import Finding
 
@@ -337,7 +339,10 @@ def _reemit_child_warnings(records: List[Dict[str, Any]]) -> List[str]:
     for record in records:
         if record.get("severity") == "warning" and record.get("pid") != os.getpid():
             try:
-                warn(Finding.from_dict(record), "<child process>")
+                with (
+                    contextlib.nullcontext() if summarized else warnings.catch_warnings(record=True)
+                ):
+                    warn(Finding.from_dict(record), "<child process>")
             except Warning as exc:
                 raised.append(f"{type(exc).__name__}: {exc}{_where(record)}")
     return raised

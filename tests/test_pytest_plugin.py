@@ -258,6 +258,19 @@ def test_a_childs_warning_made_an_error_by_w_fails_its_test_not_the_session(
     assert "ContextMixingWarning: mpsanitizer: WARNING: context-mixing" in text
 
 
+def test_without_pytests_warnings_plugin_a_childs_warning_stays_in_its_test(
+    suite, monkeypatch
+) -> None:
+    """Not printed in the middle of the progress line: the child's stderr has it."""
+    monkeypatch.delenv("MPSANITIZE", raising=False)
+    suite.makepyfile(test_child=CHILD_MIXES)
+    result = suite.runpytest_subprocess(
+        "-q", "--mpsanitize=warn", "-p", "no:warnings", "test_child.py"
+    )
+    result.assert_outcomes(passed=2)
+    assert "ContextMixingWarning" not in result.stdout.str() + result.stderr.str()
+
+
 UNCAUGHT = """
 import multiprocessing
 from helpers import touch
