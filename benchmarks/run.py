@@ -609,7 +609,7 @@ def _arg_sets() -> List[Tuple[str, tuple]]:
 def fork_popen_stubs(checker: Any) -> Tuple[Any, Any]:
     """Two stand-ins for fork's ``Popen`` whose ``_launch`` does not fork: one plain, one
     with the hook enable() puts on ``popen_fork.Popen._launch``, calling ``checker``."""
-    from mpsanitizer import hooks
+    from mpsanitizer import forkwalk, hooks
 
     class ForkPopenStub:
         method = "fork"
@@ -621,7 +621,7 @@ def fork_popen_stubs(checker: Any) -> Tuple[Any, Any]:
         pass
 
     CheckedForkPopenStub._launch = hooks.fork_launch_hook(  # type: ignore[method-assign]
-        vars(ForkPopenStub)["_launch"], checker.fork_start
+        vars(ForkPopenStub)["_launch"], forkwalk.fork_check(checker.fork_found)
     )
     return ForkPopenStub(), CheckedForkPopenStub()
 

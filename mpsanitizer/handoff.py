@@ -18,10 +18,9 @@ import pickle
 import sys
 import threading
 import types
-from multiprocessing.process import BaseProcess as _BaseProcess
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import dump_hook, flavours, jsonlog, kinds, origins, report, stacks, typeinfo, walk
+from . import dump_hook, flavours, forkwalk, jsonlog, kinds, origins, report, stacks, typeinfo, walk
 from .config import Settings
 from .errors import ContextMismatchError, ContextMixingWarning, mismatch_error, warn
 from .faults import report_fault
@@ -35,10 +34,6 @@ _seen: List[Finding] = []
 def seen_findings() -> List[Finding]:
     """Findings reported in this process so far (kept for the exit summary)."""
     return list(_seen)
-
-
-FORK_WALK_BUDGET = 48  # objects: about 0.7 to 1 µs each, so any arguments stay under 50 µs
-FORK_WALK_PER_CONTAINER = 16
 
 
 class _Scanning:
@@ -308,15 +303,22 @@ class Checker:
 
     def fork_start(self, popen: Any, proc: Any) -> Optional[BaseException]:
         """fork's ``Popen._launch(popen, proc)``, before ``os.fork()``: the error to raise
-        there, if any (:func:`mpsanitizer.hooks.fork_launch_hook`). Everything it makes
-        is freed before the fork: each object freed after it would write to a page the
-        child now shares, and copy it."""
-        if getattr(popen, "method", "fork") != "fork" or not _is_process(proc):
-            return None
+        there, if any. The hook runs :func:`mpsanitizer.forkwalk.fork_check` itself,
+        which calls :meth:`fork_found` only when the walk finds something."""
+        return forkwalk.fork_check(self.fork_found)(popen, proc)
+
+    def fork_found(self, popen: Any, proc: Any, found: List[Any]) -> Optional[BaseException]:
+        """The tracked objects a fork child of ``proc`` receives: judged, reported, and the
+        error to raise returned. Everything it makes is freed before the fork: each
+        object freed after it would write to a page the child now shares, and copy it."""
         findings: List[Finding] = []
         try:
-            hits = self._walk_fork(proc)
-            if hits:  # the common case calls nothing more: every call here faults pages
+            hits: List[Hit] = []
+            for obj in found:
+                verdict = judge(obj, "fork")
+                if verdict is not None:
+                    hits.append((obj, verdict))  # its path is looked up for the report
+            if hits:
                 findings = self._findings(proc, "fork", hits)
         except Exception as exc:
             report_fault("checking a fork start", exc)
@@ -385,17 +387,6 @@ class Checker:
             report_fault("checking a pickled SemLock", exc)
             return None
         return self._deliver(findings)
-
-    def _walk_fork(self, proc: Any) -> List[Hit]:
-        found = walk.tracked_objects(
-            walk.child_objects(proc), kinds.is_tracked, FORK_WALK_BUDGET, FORK_WALK_PER_CONTAINER
-        )
-        hits: List[Hit] = []
-        for obj in found:
-            verdict = judge(obj, "fork")
-            if verdict is not None:
-                hits.append((obj, verdict))  # its path is looked up for the report
-        return hits
 
     def _safe_findings(self, proc: Any, target: str, hits: List[Hit]) -> List[Finding]:
         try:
@@ -523,12 +514,7 @@ def _identity(obj: Any, verdict: Verdict) -> Any:
 _dumping: Dict[int, Any] = {}
 
 
-def _is_process(obj: Any) -> bool:
-    """A process object of multiprocessing (first, without building anything: this runs in
-    every fork start) or of one of its copies."""
-    if isinstance(obj, _BaseProcess):
-        return True
-    return isinstance(obj, flavours.classes("process", "BaseProcess"))
+_is_process = forkwalk.is_process
 
 
 def _every_offender(
@@ -543,10 +529,8 @@ def _every_offender(
     cls = type(proc)
     if _reduces_itself(cls, walk.registered_reducer(cls, reduction)):
         return hits
-    roots = walk.child_objects(proc)
-    found = walk.tracked_objects(
-        roots, kinds.is_tracked, 10_000, 1000, pickled=True, functions_by_value=functions_by_value
-    )
+    table = forkwalk.PICKLED if functions_by_value else forkwalk.PICKLED_BY_NAME
+    found = forkwalk.tracked(walk.child_objects(proc), 10_000, 1000, table)
     for obj in found:
         if flavours.package_of_class(type(obj)) != package:
             continue  # that package's own spawning state decides

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import flavours, origins, typeinfo
 
@@ -66,6 +66,11 @@ def _learn_imported() -> None:
     if learned:
         _by_type.clear()  # a class seen before as untracked may subclass one of these
         _by_type.update(_KNOWN)
+        for forget in RELEARNED:
+            forget()
+
+
+RELEARNED: List[Callable[[], None]] = []  # what else remembers which classes are tracked
 
 
 _UNKNOWN: Any = object()

@@ -207,7 +207,7 @@ def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> No
             setattr(owner, name, original)
         return
     if name == "_launch":
-        wrapper = fork_launch_hook(original, _check_fork_start)
+        wrapper = fork_launch_hook(original, _fork_check())
     elif name == "dump":
         wrapper = wrapt.FunctionWrapper(original, dump_hook(original, _begin_dump))
     else:
@@ -220,10 +220,23 @@ def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> No
         _applied.append((owner, name, original, wrapper))
 
 
-def _check_fork_start(popen: Any, proc: Any) -> Optional[BaseException]:
-    """What fork's ``_launch`` hook calls: the current checker's verdict on the start."""
+def _fork_check() -> Callable[[Any, Any], Optional[BaseException]]:
+    """What fork's ``_launch`` hook calls: the walk, made once (the hook is made once per
+    original), and the current checker's verdict when it finds something."""
+    global _fork_check_made
+    if _fork_check_made is None:
+        from .forkwalk import fork_check
+
+        _fork_check_made = fork_check(_fork_found)
+    return _fork_check_made
+
+
+_fork_check_made: Optional[Callable[[Any, Any], Optional[BaseException]]] = None
+
+
+def _fork_found(popen: Any, proc: Any, found: List[Any]) -> Optional[BaseException]:
     checker = _checker
-    return checker.fork_start(popen, proc) if checker is not None else None
+    return checker.fork_found(popen, proc, found) if checker is not None else None
 
 
 def _begin_dump(wrapped: Callable, args: tuple, kwargs: Dict[str, Any]) -> Any:

@@ -58,7 +58,7 @@ def _base_process_attributes() -> frozenset:
     return frozenset(names)
 
 
-_STANDARD_ATTRIBUTES = _base_process_attributes()
+STANDARD_ATTRIBUTES = _base_process_attributes()
 
 
 def process_kind(proc: Any) -> Tuple[str, Optional[Tuple[str, ...]]]:
@@ -100,7 +100,7 @@ def process_roots(proc: Any) -> Iterator[Tuple[str, Any]]:
         yield "args", args
     yield "kwargs", attrs.get("_kwargs", {})
     for name, value in attrs.items():
-        if name not in _STANDARD_ATTRIBUTES:
+        if name not in STANDARD_ATTRIBUTES:
             yield f"self.{name}", value
     cls = type(proc)
     for name, member in _slots(cls):
@@ -161,7 +161,7 @@ def parts(obj: Any, limit: Optional[int] = None) -> List[Part]:
         return []
     found = _attributes(obj, cls, limit)
     if cls not in _PLAIN_CLASSES and len(_PLAIN_CLASSES) < 10_000:
-        _PLAIN_CLASSES[cls] = _is_plain(cls)
+        _PLAIN_CLASSES[cls] = is_plain(cls)
     return found
 
 
@@ -249,7 +249,7 @@ def parts_with_reduce(obj: Any, limit: Optional[int] = None) -> List[Part]:
     cls = type(obj)
     if cls is types.FunctionType or issubclass(cls, (*_SPECIAL, *_OPAQUE)):
         return found
-    if not _reduces_in_python(cls) and not _holds_objects_natively(obj):
+    if not reduces_in_python(cls) and not _holds_objects_natively(obj):
         return found
     try:
         rv = obj.__reduce_ex__(4)
@@ -286,7 +286,7 @@ def registered_reducer(cls: type, packages: Optional[List[Any]] = None) -> Optio
     return copyreg.dispatch_table.get(cls)
 
 
-def _reduces_in_python(cls: type) -> bool:
+def reduces_in_python(cls: type) -> bool:
     """Whether instances pickle through a ``__reduce__``, ``__reduce_ex__`` or
     ``__getstate__`` of Python code, with no reducer registered for the class: the only
     objects whose pickled state :func:`parts` may not show. The rest are never reduced
@@ -365,7 +365,7 @@ def _is_machinery(cls: type) -> bool:
     return found
 
 
-def _is_plain(cls: type) -> bool:
+def is_plain(cls: type) -> bool:
     """Instances whose pickled state is their ``__dict__`` (no slots, no container base),
     and whose ``obj.__dict__`` runs no code of theirs."""
     if _slots(cls) or issubclass(cls, _SPECIAL) or _is_machinery(cls):
@@ -510,88 +510,13 @@ def child_objects(proc: Any) -> List[Any]:
     attrs = _instance_attributes(proc)
     found = [attrs.get("_args", ()), attrs.get("_kwargs", {}), attrs.get("_target")]
     for name in attrs:
-        if name not in _STANDARD_ATTRIBUTES:
+        if name not in STANDARD_ATTRIBUTES:
             found.append(attrs[name])
     for _, member in _slots(type(proc)):
         try:
             found.append(member.__get__(proc, type(proc)))
         except AttributeError:  # an empty slot
             continue
-    return found
-
-
-_FUNCTION = types.FunctionType
-
-
-def tracked_objects(
-    roots: List[Any],
-    is_tracked: Callable[[Any], bool],
-    budget: int,
-    per_container: int,
-    pickled: bool = False,
-    functions_by_value: bool = True,
-) -> List[Any]:
-    """The tracked objects among the first ``budget`` objects reachable from ``roots``
-    (at most ``per_container`` items of any one container), breadth first. ``pickled``:
-    what a pickling sends, not what a fork child sees: an object that pickles itself in
-    Python code (a ``__getstate__`` that drops its lock) is not looked into, nor, unless
-    ``functions_by_value`` (cloudpickle, dill), a function's closure and defaults: pickle
-    sends a function by its name.
-
-    The check that runs inside every fork start, where the first write to each memory
-    page since the last fork costs a page fault (about a microsecond): it allocates as
-    little as it can: no deque, no generator, no paths (:func:`locate` names the few
-    objects found). Breadth first, because
-    primitives sit near the top of what a child receives (an argument, a config
-    object's attribute), not deep inside its data.
-    """
-    todo = list(roots)  # a queue read from the front by index: no popleft, no deque
-    seen = set()  # ids: every object met is held by the process object, so ids stay unique
-    found: List[Any] = []
-    plain = _PLAIN_CLASSES.get
-    i = 0
-    while i < len(todo):
-        obj = todo[i]
-        i += 1
-        cls = type(obj)
-        if cls in ATOMIC:
-            continue
-        key = id(obj)
-        if key in seen:
-            continue
-        seen.add(key)
-        budget -= 1
-        if budget < 0:
-            break
-        if cls is list or cls is tuple:
-            todo += obj if len(obj) <= per_container else obj[:per_container]
-        elif cls is dict and len(obj) <= per_container:
-            todo += obj  # the keys
-            todo += obj.values()
-        elif is_tracked(obj):
-            found.append(obj)
-        elif pickled and _reduces_in_python(cls):
-            continue  # what it sends is known only by running its code
-        elif plain(cls) and type(attrs := obj.__dict__) is dict and len(attrs) <= per_container:
-            todo += attrs.values()  # a dict's own methods: a subclass's do not run
-        elif cls is _FUNCTION:  # what a forked child can reach through it (its globals aside)
-            if pickled and not functions_by_value:
-                continue
-            if obj.__defaults__:
-                todo.append(obj.__defaults__)
-            if obj.__kwdefaults__:
-                todo.append(obj.__kwdefaults__)
-            for cell in obj.__closure__ or ():
-                try:
-                    contents = cell.cell_contents
-                except ValueError:  # an empty cell
-                    continue
-                todo.append(contents)
-        else:  # the rest, and what is cut to per_container items
-            try:
-                todo += [part[2] for part in parts(obj, per_container)]
-            except Exception:  # an object whose inspection raises: pickling would decide
-                continue
     return found
 
 
