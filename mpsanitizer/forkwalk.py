@@ -134,9 +134,7 @@ def fork_check(on_found: OnFound) -> Callable[[Any, Any], Optional[BaseException
 
     def check(popen: Any, proc: Any) -> Optional[BaseException]:
         try:
-            if getattr(popen, "method", "fork") != "fork":
-                return None
-            if not isinstance(proc, _BaseProcess) and not is_process(proc):  # a copy's?
+            if getattr(popen, "method", "fork") != "fork":  # spawn's Popen subclasses fork's
                 return None
             table = IN_FORK
             cls = type(proc)
@@ -147,6 +145,8 @@ def fork_check(on_found: OnFound) -> Callable[[Any, Any], Optional[BaseException
                     if table.get(name) != STANDARD:  # an attribute of a Process subclass
                         roots.append(attrs[name])
             else:
+                if not is_process(proc):
+                    return None
                 roots = walk.child_objects(proc)
                 if walk.is_plain(cls):  # no slots, no __dict__ or __getattribute__ of its own
                     table[cls] = PROCESS
