@@ -628,7 +628,7 @@ def fork_popen_stubs(checker: Any) -> Tuple[Any, Any]:
 
 def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
     import mpsanitizer
-    from mpsanitizer import handoff
+    from mpsanitizer import forkwalk, handoff
 
     checker = handoff.Checker(mpsanitizer.Settings())
     ctx = multiprocessing.get_context("fork")
@@ -646,6 +646,7 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
         row = Row.paired("fork `_launch` hook, no object born outside fork (check skipped)", p)
         row.ratio = row.ratio_iqr = None
         section.rows.append(row)
+    check = forkwalk.fork_check(checker.fork_found)  # what the hook calls
     numbers = {
         "small args": 2000,
         "100k-element list": 1000,
@@ -655,12 +656,14 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
     for label, args in _arg_sets():
         proc = ctx.Process(target=child, args=args)
         number = max(5, int(numbers[label] * scale))
-        walk = loop_timer(lambda proc=proc: checker._walk_fork(proc), number)
+        walk = loop_timer(lambda proc=proc: check(plain, proc), number)
         limit = 10.0 if label == "small args" else 50.0
         budget = Budget("value", limit, f"≤ {limit:.0f} µs")
         section.rows.append(
             Row.alone(
-                f"fork check alone (`_walk_fork`), {label}", single(section.rounds, walk), budget
+                f"fork check alone (`forkwalk`'s check), {label}",
+                single(section.rounds, walk),
+                budget,
             )
         )
         with foreign.state(True):
@@ -675,7 +678,7 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
         section.rows.append(row)
         if label in ("small args", "100k-element list"):
             faults: List[float] = []
-            cold = after_fork_timer(lambda proc=proc: checker._walk_fork(proc), 10, faults)
+            cold = after_fork_timer(lambda proc=proc: check(plain, proc), 10, faults)
             row = Row.alone(
                 f"fork check alone, right after a previous fork, {label}",
                 single(section.rounds, cold),
@@ -686,20 +689,20 @@ def bench_check(section: Section, toggle: Toggle, scale: float) -> None:
             section.rows.append(row)
             section.notes.append(f"{row.what}: {row.note} (median)")
     wide = ctx.Process(target=child, args=(Wide(BIG_LEN),))
-    first = loop_timer(lambda: checker._walk_fork(wide), 1)()
-    first = min(first, loop_timer(lambda: checker._walk_fork(wide), 1)())
+    first = loop_timer(lambda: check(plain, wide), 1)()
+    first = min(first, loop_timer(lambda: check(plain, wide), 1)())
     # Inner loop of about 10 ms; fewer rounds when one call alone takes milliseconds.
     number = max(1, min(2000, int(10_000 / max(first, 0.01))))
     rounds = section.rounds if first < 1000 else max(3, section.rounds // 4)
     section.rows.append(
         Row.alone(
             "fork check alone, one object with 100k attributes",
-            single(rounds, loop_timer(lambda: checker._walk_fork(wide), number)),
+            single(rounds, loop_timer(lambda: check(plain, wide), number)),
             Budget("value", 50.0, "≤ 50 µs"),
         )
     )
     section.notes.append(
-        "`_walk_fork` has no native counterpart (fork pickles nothing); the `_launch` rows "
+        "the check alone has no native counterpart (fork pickles nothing); the `_launch` rows "
         "time the hook enable() installs on `popen_fork.Popen._launch` around a no-op "
         "stub against the bare stub, i.e. everything a fork start pays before `os.fork()`"
     )

@@ -400,6 +400,8 @@ class Checker:
     ) -> List[Finding]:
         """``proc``: the process object, None when it could not be found (then ``popen``
         names what pickled the objects)."""
+        if not hits:  # the common case: no stack is looked at
+            return []
         started = stacks.resolve(stacks.capture(self.settings.stack_depth, _start_call_depth()))
         site = started[-1] if started else None
         hits = [h for h in hits if self._raises(h[1]) or not self._warned_before(h, target, site)]

@@ -561,3 +561,19 @@ def test_a_start_with_no_frame_of_the_program_says_so() -> None:
     assert "'SpawnProcess-" in str(error)
     assert "started with no frame of the program on the stack" in str(error)
     assert str(error).splitlines()[-1].endswith(" -> ?")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_start_with_nothing_to_report_resolves_no_stack(monkeypatch, method) -> None:
+    """Stacks are formatted only when a report is made: not in every start."""
+    from mpsanitizer import stacks
+
+    mpsanitizer.enable()
+    ctx = multiprocessing.get_context(method)
+    lock, foreign = ctx.Lock(), SPAWN.Lock()  # a spawn record: fork starts are checked too
+    resolved = []
+    monkeypatch.setattr(stacks, "resolve", lambda raw: resolved.append(raw) or [])
+    monkeypatch.setattr(stacks, "capture", lambda *a: resolved.append(a) or [])
+    assert start(ctx.Process(target=h.touch, args=(lock,))) == 0
+    assert resolved == []
+    del foreign
