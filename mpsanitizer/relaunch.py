@@ -26,9 +26,10 @@ _MODULE_NAMES = ("mpsanitizer", "mpsanitizer.__main__")
 
 
 def interpreter_flags() -> List[str]:
-    """This interpreter's own options (``-X dev``, ``-W error``, ``-I``...): from the
-    command line where python keeps it (3.10+), else rebuilt from ``sys.flags``."""
-    argv = getattr(sys, "orig_argv", None) or []
+    """This interpreter's own options (``-X dev``, ``-W error``, ``-I``...), as given: from
+    the command line python keeps (3.10+) or the kernel's record of it (3.9, Linux), else
+    rebuilt from ``sys.flags``."""
+    argv = _command_line()
     for i, arg in enumerate(argv[1:], 1):
         following = argv[i + 1] if i + 1 < len(argv) else None
         if arg.startswith("-m") and arg[2:] in _MODULE_NAMES:  # -mmpsanitizer

@@ -1089,6 +1089,17 @@ def test_interpreter_options_reach_the_program_on_every_version(tmp_path, flags)
     assert run(["-m", "mpsanitizer"]) == run([])
 
 
+def test_options_that_leave_no_trace_in_the_interpreter_reach_the_program(tmp_path) -> None:
+    """-x skips the script's first line and sets no flag; -X options keep their order (3.9
+    reads them from the kernel's record of the command line)."""
+    (tmp_path / "app.py").write_text("raise SystemExit(5)\nimport sys; print(list(sys._xoptions))")
+    flags = ["-x", "-X", "b=2", "-X", "a=1"]
+    native = python([*flags, "app.py"], tmp_path)
+    assert (native.returncode, native.stdout) == (0, "['b', 'a']\n")
+    result = python([*flags, "-m", "mpsanitizer", "app.py"], tmp_path)
+    assert (result.returncode, result.stdout) == (0, native.stdout), result.stderr
+
+
 def test_dash_dash_ends_the_options_as_it_does_for_python(tmp_path: Path) -> None:
     (tmp_path / "-odd.py").write_text("import sys; print(sys.argv)")
     assert same_as_python(["--", "-odd.py", "x"], tmp_path).stdout == "['-odd.py', 'x']\n"
