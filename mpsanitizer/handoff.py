@@ -67,8 +67,9 @@ class _Scanning:
         self.refused_natively = False
         self._refuses = elide and report.checks_fork_context(package, sys.version_info)
         self._protocol = _effective_protocol(protocol)
-        # Our own copy: a ForkingPickler of the program's may share a table (copyreg's).
-        shared = self.dispatch_table
+        # Our own copy: a ForkingPickler of the program's may share a table (copyreg's), or
+        # have none (a plain pickle.Pickler put in its place reads copyreg's).
+        shared = getattr(self, "dispatch_table", copyreg.dispatch_table)
         table = dict(shared) if type(shared) is dict else collections.ChainMap({}, shared)
         self.dispatch_table = table
         for cls in kinds.tracked_classes():
@@ -185,6 +186,14 @@ def scanning_pickler(package: str, *args: Any, **kwargs: Any) -> Any:
     return cls(*args, **kwargs)
 
 
+def can_scan(package: str) -> bool:
+    """Whether ``<package>.reduction.ForkingPickler`` is a pickler class the scanning one
+    can be made from: a program may have put a factory function or a ``partial`` there.
+    Then CPython's own dump runs, and ``SemLock.__getstate__`` judges what it sends."""
+    base = getattr(sys.modules[f"{package}.reduction"], "ForkingPickler", None)
+    return isinstance(base, type) and issubclass(base, (pickle.Pickler, pickle._Pickler))
+
+
 def _effective_protocol(protocol: Optional[int]) -> int:
     if protocol is None:
         return pickle.DEFAULT_PROTOCOL
@@ -237,9 +246,14 @@ class DumpScan:
 
     def _scanning_pickler(self, file: Any, protocol: Any) -> Any:
         assert self.out is not None
-        self.pickler = scanning_pickler(
-            self.package, file, protocol, self.target, self.out.elide, self.package
-        )
+        try:
+            self.pickler = scanning_pickler(
+                self.package, file, protocol, self.target, self.out.elide, self.package
+            )
+        except Exception as exc:  # a pickler class of the program's we cannot scan with
+            report_fault("preparing the start check", exc)
+            self.again = True  # CPython's own pickler pickles it, as without us
+            raise
         return self.pickler
 
     def native(self) -> Tuple[Callable, Any, Any, Any]:
@@ -337,7 +351,7 @@ class Checker:
         if package is None or module != f"{package}.reduction":
             return None  # the program's own dump: it runs, and SemLock.__getstate__ judges
         popen = flavours.spawning_popen(package)
-        if popen is None or not _is_process(obj):
+        if popen is None or not _is_process(obj) or not can_scan(package):
             return None
         return DumpScan(self, popen, package, obj, file, protocol)
 

@@ -4,6 +4,7 @@ nothing they pickle or share, and judges what their own pickling actually sends.
 from __future__ import annotations
 
 import copyreg
+import functools
 import multiprocessing
 import pickle
 import threading
@@ -228,3 +229,26 @@ def test_a_dump_of_the_programs_own_still_pickles_the_process_and_is_checked(
     assert seen[-1] == ctx.Process.__name__
     with pytest.raises(ContextMismatchError):
         ctx.Process(target=h.noop, args=(FORK.Lock(),)).start()
+
+
+class PlainPickler(pickle.Pickler):
+    """A program's pickler in place of ForkingPickler, with no dispatch_table of its own."""
+
+
+@pytest.mark.parametrize("method", NOT_FORK)
+@pytest.mark.parametrize(
+    "replacement",
+    [PlainPickler, functools.partial(reduction.ForkingPickler)],
+    ids=["plain-pickler-class", "partial"],
+)
+def test_a_forking_pickler_the_program_replaced_is_used_and_still_checked(
+    monkeypatch, method, replacement
+) -> None:
+    monkeypatch.setattr(reduction, "ForkingPickler", replacement)
+    ctx = multiprocessing.get_context(method)
+    assert start(ctx.Process(target=h.noop, args=(42, ctx.Lock()))) == 0
+    proc = ctx.Process(target=h.noop, args=(FORK.Lock(),))
+    with pytest.raises(ContextMismatchError) as info:
+        proc.start()
+    assert proc._popen is None
+    assert [(f.object_type, f.path) for f in info.value.findings] == [("Lock", "args[0]")]
