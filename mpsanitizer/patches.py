@@ -148,10 +148,11 @@ def _start_checks() -> None:
     """First process start: put the wrapt interceptions in place of their stand-ins."""
     global _checker
 
+    from .deferred import Deferred
     from .unshadowed import OwnImports
 
     try:  # before our lock: these imports may wait for a module another thread imports
-        with OwnImports():
+        with OwnImports(), Deferred():
             import wrapt  # noqa: F401
 
             from .handoff import Checker
