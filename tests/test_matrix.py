@@ -55,12 +55,16 @@ def assert_native_failure(channel: str, obj: Any, ctx: Any) -> None:
         try:
             deadline = time.monotonic() + TIMEOUT
             task = pool.apply_async(int)
-            seen = set()
-            while -11 not in seen and time.monotonic() < deadline:
-                seen.update(w.exitcode for w in list(pool._pool))
+            workers = set()  # every worker met: the pool drops a dead one from _pool at once
+
+            def crashed() -> bool:
+                return any(worker.exitcode == -11 for worker in workers)
+
+            while not crashed() and time.monotonic() < deadline:
+                workers.update(list(pool._pool))
                 time.sleep(0.02)
             # A worker may also hang on the dead semaphore instead: the task never returns.
-            assert -11 in seen or not task.ready(), "pool workers should crash with SIGSEGV"
+            assert crashed() or not task.ready(), "pool workers should crash with SIGSEGV"
         finally:
             pool.terminate()
             pool.join()
