@@ -315,16 +315,12 @@ class Checker:
 
     # -- the start-time interceptions ---------------------------------------
 
-    def fork_start(self, popen: Any, proc: Any) -> Optional[BaseException]:
-        """fork's ``Popen._launch(popen, proc)``, before ``os.fork()``: the error to raise
-        there, if any. The hook runs :func:`mpsanitizer.forkwalk.fork_check` itself,
-        which calls :meth:`fork_found` only when the walk finds something."""
-        return forkwalk.fork_check(self.fork_found)(popen, proc)
-
     def fork_found(self, popen: Any, proc: Any, found: List[Any]) -> Optional[BaseException]:
-        """The tracked objects a fork child of ``proc`` receives: judged, reported, and the
-        error to raise returned. Everything it makes is freed before the fork: each
-        object freed after it would write to a page the child now shares, and copy it."""
+        """fork's ``Popen._launch(popen, proc)``, before ``os.fork()``, once the walk
+        (:func:`mpsanitizer.forkwalk.fork_check`) found tracked objects the child receives:
+        judged, reported, and the error to raise returned. Everything it makes is freed
+        before the fork: each object freed after it would write to a page the child now
+        shares, and copy it."""
         findings: List[Finding] = []
         try:
             hits: List[Hit] = []

@@ -39,7 +39,7 @@ _fork_hook_installed = False
 # trigger only, put back as it was once the checks are on).
 _START_CHECKS = {
     "dump": "begin_dump",
-    "_launch": "fork_start",
+    "_launch": "fork_found",
     "__getstate__": "semlock_getstate",
     "set_spawning_popen": None,
 }
@@ -183,7 +183,7 @@ def _place_check(owner: Any, name: str, original: Callable, stand_in: Any) -> No
     fork's ``Popen._launch`` gets the original instead while the process holds nothing
     born outside fork, the only kind a fork child can be handed wrongly: until then a
     fork start is exactly native (the hook and the walk cost page faults, see
-    :meth:`mpsanitizer.handoff.Checker.fork_start`). The first such record puts the
+    :func:`mpsanitizer.forkwalk.fork_check`). The first such record puts the
     interception on."""
     import wrapt
 
