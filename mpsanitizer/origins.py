@@ -61,6 +61,9 @@ _next_serial = itertools.count().__next__  # one bound method: it keys the maker
 def maker(depth: int, composite: bool = False) -> stacks.RawCapture:
     """``make(skip, method)``: a new record for an object whose maker is the first user
     frame at or above ``skip`` calls up from the caller of ``make``."""
+    fast = stacks.record_capturer(depth, composite, tracker, _next_serial)
+    if fast is not None:
+        return fast
     return stacks.capturer(
         depth,
         ("method", "_tracker.pid", "~_next_serial()" if composite else "_next_serial()"),

@@ -167,6 +167,35 @@ def capturer(depth: int, head: Tuple[str, ...] = (), **names: object) -> RawCapt
     return capture  # type: ignore[return-value]
 
 
+def record_capturer(
+    depth: int, composite: bool, tracker: object, next_serial: Callable[[], int]
+) -> Optional[RawCapture]:
+    """``make(skip, method)`` of :mod:`mpsanitizer.origins` from the optional C extension
+    (``mpsanitizer/_capture.c``): the record :func:`capturer` makes with the head
+    ``(method, tracker.pid, serial)`` (``~serial`` for a composite), in a quarter of the
+    time; None without the extension."""
+    global _extension
+    if _extension is None:
+        _extension = False
+        if not os.environ.get(PURE_PYTHON):
+            try:
+                from ._capture import Capturer  # type: ignore[import-not-found]
+
+                _extension = Capturer
+            except Exception:  # not built, or not for this interpreter: the Python capture
+                pass
+    if _extension is False:
+        return None
+    made = _extension(  # type: ignore[operator]
+        depth, composite, tracker, next_serial, _internal_modules, _module_is_internal
+    )
+    return made.capture  # type: ignore[no-any-return]
+
+
+PURE_PYTHON = "MPSANITIZE_PURE_PYTHON"  # set: the C capture is not used (tests, comparisons)
+_extension: object = None  # the C Capturer class, False without it, None: not looked for
+
+
 def capture(depth: int, skip: int = 1) -> RawStack:
     """The user's stack, from the first user frame at or above the caller's caller
     (``skip`` = 1) or further up."""

@@ -1,0 +1,133 @@
+"""The optional C capture of creation records (mpsanitizer/_capture.c) against the Python one."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+from typing import Any, Callable, List
+
+import pytest
+
+import mpsanitizer
+from mpsanitizer import origins, stacks
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPILER = shlex.split(sysconfig.get_config_var("LDSHARED") or "cc")[0]
+
+
+def both(depth: int, composite: bool = False) -> List[Callable[..., List[Any]]]:
+    fast = stacks.record_capturer(depth, composite, origins.tracker, origins._next_serial)
+    if fast is None:
+        pytest.skip("the C capture is not built in this environment")
+    head = ("method", "_tracker.pid", "~_next_serial()" if composite else "_next_serial()")
+    slow = stacks.capturer(depth, head, _tracker=origins.tracker, _next_serial=origins._next_serial)
+    return [fast, slow]
+
+
+def records(depth: int, skip: int, call: Callable[[Callable[[], Any]], Any], **kw: Any) -> list:
+    """The records of the C and the Python capture made from one call shape: the same
+    frames; the innermost (with ``skip`` 0) calls them from one line."""
+    fast, slow = both(depth, **kw)
+    made = call(lambda: (fast(skip, "fork"), slow(skip, "fork")))
+    return list(made)
+
+
+def nested(depth: int, fn: Callable[[], Any]) -> Any:
+    return fn() if depth == 0 else nested(depth - 1, fn)
+
+
+def through_internal_frames(fast: Callable, slow: Callable) -> Any:
+    """Both captures called from two frames of a module named as multiprocessing's, under
+    one whose globals have no ``__name__``."""
+    internal: dict = {"__name__": "multiprocessing.made_up", "fast": fast, "slow": slow}
+    source = "def inner():\n    return fast(0, 'fork'), slow(0, 'fork')\n"
+    exec(source + "def outer():\n    return inner()\n", internal)
+    nameless: dict = {"outer": internal["outer"]}
+    exec("def nameless():\n    return outer()\n", nameless)
+    return nameless["nameless"]()
+
+
+def in_a_thread(fn: Callable[[], Any]) -> Any:
+    made = []
+    thread = threading.Thread(target=lambda: made.append(fn()))
+    thread.start()
+    thread.join()
+    return made[0]
+
+
+def same(fast: list, slow: list) -> None:
+    assert fast[:2] == slow[:2]
+    assert fast[origins.SERIAL] != slow[origins.SERIAL]  # each took its own
+    assert (fast[origins.SERIAL] < 0) == (slow[origins.SERIAL] < 0)
+    assert lines(fast) == lines(slow)
+    assert fast[origins.STACK + 2 :] == slow[origins.STACK + 2 :]  # the caller's offsets too
+
+
+def lines(record: list) -> list:
+    """(code, line) of each frame: the innermost frame's two calls share a line only."""
+    stack = record[origins.STACK :]
+    return [(code, stacks.line_of(code, lasti)) for code, lasti in zip(stack[::2], stack[1::2])]
+
+
+@pytest.mark.parametrize("depth", [1, 8, 256])
+@pytest.mark.parametrize("skip", [0, 1, 3, 10_000])
+def test_the_c_and_python_captures_make_the_same_record(depth: int, skip: int) -> None:
+    fast, slow = records(depth, skip, lambda f: nested(20, f))
+    same(fast, slow)
+    if skip == 10_000:
+        assert len(fast) == origins.STACK  # above the stack's top: no frame
+    else:
+        assert len(fast) > origins.STACK
+
+
+def test_the_c_and_python_captures_skip_the_same_frames() -> None:
+    fast, slow = through_internal_frames(*both(8))
+    same(fast, slow)
+    assert fast[origins.STACK + 1] == slow[origins.STACK + 1]  # one call of `outer`'s
+    names = [code.co_name for code in fast[origins.STACK :: 2]]
+    assert names[:2] == ["nameless", "through_internal_frames"]
+
+
+def test_the_c_and_python_captures_are_the_same_in_a_thread() -> None:
+    same(*records(8, 0, in_a_thread))
+
+
+def test_a_composites_c_record_has_a_negative_serial() -> None:
+    fast, slow = records(8, 0, lambda f: f(), composite=True)
+    same(fast, slow)
+    assert fast[origins.SERIAL] < 0
+
+
+@pytest.mark.skipif(
+    shutil.which(COMPILER) is None or bool(os.environ.get(stacks.PURE_PYTHON)),
+    reason="no C compiler: the package was built pure Python",
+)
+def test_the_c_capture_is_built_and_used_where_there_is_a_compiler() -> None:
+    mpsanitizer.enable()
+    try:
+        assert type(origins.tracker.make).__name__ == "builtin_function_or_method"
+    finally:
+        mpsanitizer.disable()
+
+
+def test_a_report_is_the_same_with_the_python_capture() -> None:
+    example = ROOT / "docs" / "examples" / "fork_lock_to_spawn.py"
+
+    def report(**env: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "mpsanitizer", str(example)],
+            capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        return re.sub(r"\b(pid|process) \d+", r"\1 N", done.stderr)
+
+    pure = report(**{stacks.PURE_PYTHON: "1"})
+    assert "created at" in pure and "line 12, in main" in pure
+    assert report() == pure
