@@ -170,30 +170,21 @@ def capturer(depth: int, head: Tuple[str, ...] = (), **names: object) -> RawCapt
 def record_capturer(
     depth: int, composite: bool, tracker: object, next_serial: Callable[[], int]
 ) -> Optional[RawCapture]:
-    """``make(skip, method)`` of :mod:`mpsanitizer.origins` from the optional C extension
-    (``mpsanitizer/_capture.c``): the record :func:`capturer` makes with the head
-    ``(method, tracker.pid, serial)`` (``~serial`` for a composite), in a quarter of the
-    time; None without the extension."""
-    global _extension
-    if _extension is None:
-        _extension = False
-        if not os.environ.get(PURE_PYTHON):
-            try:
-                from ._capture import Capturer  # type: ignore[import-not-found]
+    """``make(skip, method)`` of :mod:`mpsanitizer.origins` from the optional C extension:
+    the record :func:`capturer` makes with the head ``(method, tracker.pid, serial)``
+    (``~serial`` for a composite), in a quarter of the time; None without the extension."""
+    from . import extension
 
-                _extension = Capturer
-            except Exception:  # not built, or not for this interpreter: the Python capture
-                pass
-    if _extension is False:
+    native = extension.get()
+    if native is None:
         return None
-    made = _extension(  # type: ignore[operator]
-        depth, composite, tracker, next_serial, _internal_modules, _module_is_internal
-    )
+    try:
+        made = native.Capturer(
+            depth, composite, tracker, next_serial, _internal_modules, _module_is_internal
+        )
+    except Exception:  # a build of another version of this file: the Python capture
+        return None
     return made.capture  # type: ignore[no-any-return]
-
-
-PURE_PYTHON = "MPSANITIZE_PURE_PYTHON"  # set: the C capture is not used (tests, comparisons)
-_extension: object = None  # the C Capturer class, False without it, None: not looked for
 
 
 def capture(depth: int, skip: int = 1) -> RawStack:

@@ -16,7 +16,7 @@ from typing import Any, Callable, List
 import pytest
 
 import mpsanitizer
-from mpsanitizer import origins, stacks
+from mpsanitizer import extension, origins, stacks
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILER = shlex.split(sysconfig.get_config_var("LDSHARED") or "cc")[0]
@@ -106,7 +106,7 @@ def test_a_composites_c_record_has_a_negative_serial() -> None:
 
 
 @pytest.mark.skipif(
-    shutil.which(COMPILER) is None or bool(os.environ.get(stacks.PURE_PYTHON)),
+    shutil.which(COMPILER) is None or bool(os.environ.get(extension.PURE_PYTHON)),
     reason="no C compiler: the package was built pure Python",
 )
 def test_the_c_capture_is_built_and_used_where_there_is_a_compiler() -> None:
@@ -128,6 +128,6 @@ def test_a_report_is_the_same_with_the_python_capture() -> None:
         assert done.returncode == 1, done.stderr
         return re.sub(r"\b(pid|process) \d+", r"\1 N", done.stderr)
 
-    pure = report(**{stacks.PURE_PYTHON: "1"})
+    pure = report(**{extension.PURE_PYTHON: "1"})
     assert "created at" in pure and "line 12, in main" in pure
     assert report() == pure
