@@ -219,7 +219,9 @@ def fire() -> None:
             _handing_over = False
         with _lock:
             for owner, name, stand_in in in_place:
-                point(stand_in, vars(owner)[name])
+                patch = vars(owner).get(name)
+                if patch is not None and not is_stand_in(patch):  # else enable() gave up
+                    point(stand_in, patch)
             for owner, name, original, stand_in in _installed:
                 if vars(owner).get(name) is stand_in:  # a point enable() did not patch
                     setattr(owner, name, original)

@@ -134,3 +134,39 @@ def test_disable_leaves_the_import_system_as_it_was(tmp_path: Path) -> None:
     result = run(tmp_path, code, ["fork"])
     assert result.returncode == 0, result.stderr
     assert result.stdout == "1 True\n"
+
+
+@pytest.mark.parametrize("how", ["environment", "runner"])
+def test_a_fault_instrumenting_a_module_leaves_the_first_primitive_native(
+    tmp_path: Path, how: str
+) -> None:
+    """The first primitive goes through a stand-in that puts the hooks in place; when
+    that fails, the stand-in goes to CPython's own constructor (it once went to itself,
+    without end: RecursionError)."""
+    code = """
+    import sys
+    from mpsanitizer import hooks
+
+    def broken(original):
+        raise LookupError("no hook today")
+
+    hooks.semlock_hook = broken
+    import multiprocessing
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Lock  # imported before the first primitive
+
+    if __name__ == "__main__":
+        queue = Queue(ctx=multiprocessing.get_context(sys.argv[1]))
+        queue.put("through")
+        print(queue.get(), hasattr(queue._rlock, "_mpsanitizer_origin"))
+    """
+    done = run(
+        tmp_path, code, ["-m", "mpsanitizer", "spawn"] if how == "runner" else ["spawn"],
+        {"MPSANITIZE": "1"} if how == "environment" else None,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "through False\n"
+    assert done.stderr == (
+        "mpsanitizer: internal error while instrumenting multiprocessing.synchronize "
+        "(LookupError: no hook today); continuing without this check\n"
+    )
