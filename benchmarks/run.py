@@ -473,18 +473,31 @@ def _fake_classes(hooked: bool) -> Tuple[type, type]:
     return fake_lock, fake_queue
 
 
-class StubbedCapture:
-    """The whole sanitizer, with stack capture replaced by a constant, for the sanitized
-    half of a round: what the hooks cost without their stack."""
+class SwappedCapture:
+    """The whole sanitizer with another record maker, for the sanitized half of a round:
+    a constant (what the hooks cost without their stack), or the Python capture that
+    runs where the C extension is not built."""
 
-    def __init__(self, mpsanitizer: Any) -> None:
+    def __init__(self, mpsanitizer: Any, python: bool) -> None:
         self.mpsanitizer = mpsanitizer
+        self.python = python
 
     def on(self) -> None:
-        from mpsanitizer import origins
+        from mpsanitizer import origins, stacks
 
         self.mpsanitizer.enable()
-        origins.tracker.make = lambda skip, method: [method, 0, 0]
+        if not self.python:
+            origins.tracker.make = lambda skip, method: [method, 0, 0]
+            return
+        for composite in (False, True):
+            serial = "~_next_serial()" if composite else "_next_serial()"
+            made = stacks.capturer(
+                DEFAULT_DEPTH,
+                ("method", "_tracker.pid", serial),
+                _tracker=origins.tracker,
+                _next_serial=origins._next_serial,
+            )
+            setattr(origins.tracker, "make_composite" if composite else "make", made)
 
     def off(self) -> None:
         self.mpsanitizer.disable()
@@ -512,6 +525,12 @@ class ForwarderOnly:
         self.owner.__init__ = self.original  # type: ignore[method-assign]
 
 
+def _c_capture() -> bool:
+    from mpsanitizer import extension
+
+    return extension.get() is not None
+
+
 def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
     import threading
 
@@ -534,15 +553,23 @@ def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
     section.rows.append(
         Row.paired(
             "real `ctx.Lock()`: the sanitizer with stack capture stubbed out",
-            interleaved(section.rounds, real, real, StubbedCapture(toggle.mpsanitizer)),
+            interleaved(section.rounds, real, real, SwappedCapture(toggle.mpsanitizer, False)),
         )
     )
+    capture = "C" if _c_capture() else "Python (no C extension built)"
     section.rows.append(
         Row.paired(
-            "real `ctx.Lock()`: the whole sanitizer",
+            f"real `ctx.Lock()`: the whole sanitizer ({capture} capture)",
             interleaved(section.rounds, real, real, toggle),
         )
     )
+    if _c_capture():
+        section.rows.append(
+            Row.paired(
+                "real `ctx.Lock()`: the whole sanitizer, Python capture",
+                interleaved(section.rounds, real, real, SwappedCapture(toggle.mpsanitizer, True)),
+            )
+        )
     for name in ("Queue", "JoinableQueue"):
         made = loop_timer(getattr(ctx, name), max(10, int(300 * scale)))
         made()
@@ -566,11 +593,12 @@ def bench_breakdown(section: Section, toggle: Toggle, scale: float) -> None:
         )
         make = origins.tracker.make
         alone(
-            f"part: the record (first user frame, {DEFAULT_DEPTH} frames, pid, serial)",
+            f"part: the record (first user frame, {DEFAULT_DEPTH} frames, pid, serial; "
+            f"{'C' if _c_capture() else 'Python'} capture)",
             lambda: make(0, "fork"),
         )
         bare = stacks.capturer(DEFAULT_DEPTH)
-        alone(f"part: the stack alone ({DEFAULT_DEPTH} frames)", lambda: bare(0))
+        alone(f"part: the stack alone, Python capture ({DEFAULT_DEPTH} frames)", lambda: bare(0))
         alone(
             "part: this thread's composite (`building.get(get_ident())`)",
             lambda: origins.building.get(threading.get_ident()),
@@ -1020,12 +1048,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "cpus": os.cpu_count(),
         "mpsanitizer": mpsanitizer.__version__,
         "wrapt": getattr(wrapt, "__version__", "?"),
+        "c_capture": _c_capture(),
         "quick": opts.quick,
     }
     print(f"# mpsanitizer benchmark: Python {env['python']}\n")
     print(
         f"Python {sys.version.split()[0]} ({env['implementation']}), {env['platform']}, "
-        f"{env['cpus']} CPUs, mpsanitizer {env['mpsanitizer']}, wrapt {env['wrapt']}"
+        f"{env['cpus']} CPUs, mpsanitizer {env['mpsanitizer']}, wrapt {env['wrapt']}, "
+        f"C capture {'built' if env['c_capture'] else 'not built'}"
         + (", --quick" if opts.quick else "")
     )
     if switch is not None:
