@@ -256,9 +256,35 @@ def _say_summary() -> None:
             pass
 
 
+def command_line() -> "List[str]":
+    """How this process was started: ``sys.orig_argv`` or, on 3.9, the kernel's record."""
+    argv = getattr(sys, "orig_argv", None)
+    if argv:
+        return list(argv)
+    try:
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            import os
+
+            return [os.fsdecode(arg) for arg in cmdline.read().split(b"\0")[:-1]]
+    except OSError:
+        return []
+
+
+def _is_multiprocessing_child() -> bool:
+    """A spawn child or the fork server, started by multiprocessing or one of its copies:
+    ``-c 'from multiprocessing.spawn import spawn_main; ...'``."""
+    argv = command_line()
+    return "--multiprocessing-fork" in argv or any(
+        f"from {package}.{module} import" in arg
+        for arg in argv
+        for package in flavours.PACKAGES
+        for module in ("spawn", "forkserver")
+    )
+
+
 def _is_helper_process() -> bool:
     """The resource tracker needs no sanitizer."""
-    argv = getattr(sys, "orig_argv", None) or []
+    argv = command_line()
     return any(
         f"{package}.{tracker}" in arg
         for arg in argv
@@ -267,25 +293,38 @@ def _is_helper_process() -> bool:
     )
 
 
+_read_environment = False
+
+
 def activate_from_environment() -> None:
     """Run by the ``mpsanitizer.pth`` line at interpreter start when ``MPSANITIZE`` is
     set: arm with the environment's settings. A bad value is one line and exit 2."""
+    global _read_environment
     import os
 
     from . import options
 
+    if _read_environment or _is_helper_process():
+        return  # a venv's lib64 link to lib: site runs our .pth line twice
+    _read_environment = True
     try:
         settings = options.from_environment(os.environ)
     except ValueError as exc:
         message = str(exc)
         if not message.startswith("mpsanitizer:"):
             message = f"mpsanitizer: error: {message}"
+        if _is_multiprocessing_child():  # its parent took these settings: they held there
+            sys.stderr.write(f"{message}; this process runs without mpsanitizer\n")
+            return
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
         os._exit(2)
-    if settings is None or _is_helper_process():
+    if settings is None:
         return
     try:
+        if settings.log_path and settings.log_path not in os.environ.get(options.OPTIONS, ""):
+            # a relative or ~ path: children resolve it from their own directory and home
+            os.environ[options.OPTIONS] = options.to_environment(settings)[options.OPTIONS]
         arm(settings)
         if os.environ.pop(RUNNER, None) == str(os.getpid()):
             import atexit  # built in: this is the process ``python -m mpsanitizer`` became

@@ -16,6 +16,7 @@ import os
 import sys
 
 from .lazy import RUNNER  # the pid of the process the runner becomes, which sums up
+from .lazy import command_line as _command_line
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the program may have a typing.py of its own: python would not import ours
@@ -61,18 +62,6 @@ def _flags_from_state() -> List[str]:
     if mode != "default":
         flags += ["--check-hash-based-pycs", mode]
     return flags
-
-
-def _command_line() -> List[str]:
-    """How this process was started: ``sys.orig_argv`` or, on 3.9, the kernel's record."""
-    argv = getattr(sys, "orig_argv", None)
-    if argv:
-        return list(argv)
-    try:
-        with open("/proc/self/cmdline", "rb") as cmdline:
-            return [os.fsdecode(arg) for arg in cmdline.read().split(b"\0")[:-1]]
-    except OSError:
-        return []
 
 
 _WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")

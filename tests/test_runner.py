@@ -817,12 +817,77 @@ def test_nothing_is_imported_when_the_toggle_is_off(tmp_path: Path) -> None:
     assert "mpsanitizer" not in result.stderr
 
 
-@pytest.mark.skipif(sys.version_info < (3, 10), reason="sys.orig_argv is new in 3.10")
 def test_resource_tracker_is_skipped(tmp_path: Path) -> None:
     # the tracker is started as `python -c 'from multiprocessing.resource_tracker import main...'`
     code = "import mpsanitizer; print(mpsanitizer.is_enabled())  # multiprocessing.resource_tracker"
     result = python(["-c", code], tmp_path, {"MPSANITIZE": "1"})
     assert result.stdout.strip() == "False", result.stderr
+
+
+MOVING = """
+import multiprocessing, os, shutil, sys
+
+def child(method, mismatch):
+    try:  # a finding in the child, logged under the parent's prefix
+        fork_lock = multiprocessing.get_context("fork").Lock()
+        if mismatch:
+            multiprocessing.get_context("spawn").Process(target=print, args=(fork_lock,)).start()
+    except RuntimeError:
+        pass
+    print(method, "child ran", flush=True)
+
+if __name__ == "__main__":
+    os.chdir(sys.argv[1])  # elsewhere: a relative log path now means another directory
+    if sys.argv[2:]:
+        shutil.rmtree(sys.argv[2])  # the log directory is gone before the children start
+    for method in ("spawn", "forkserver"):
+        ctx = multiprocessing.get_context(method)
+        p = ctx.Process(target=child, args=(method, not sys.argv[2:]))
+        p.start()
+        p.join()
+        print(method, p.exitcode, flush=True)
+"""
+
+
+def test_a_relative_log_path_is_the_same_file_prefix_in_every_child(tmp_path: Path) -> None:
+    (tmp_path / "moving.py").write_text(MOVING)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    env = {"MPSANITIZE": "1", "MPSANITIZE_OPTIONS": "log_path=logs/mps"}
+    result = python(["moving.py", str(tmp_path / "elsewhere")], tmp_path, env)
+    assert result.stdout.splitlines() == [
+        "spawn child ran",
+        "spawn 0",
+        "forkserver child ran",
+        "forkserver 0",
+    ], result.stderr
+    assert "mpsanitizer: error" not in result.stderr
+    logs = list((tmp_path / "logs").iterdir())
+    assert len(logs) == 2 and all(log.name.startswith("mps.") for log in logs)
+    assert not list((tmp_path / "elsewhere").iterdir())
+
+
+def test_a_child_whose_log_directory_is_gone_runs_without_the_sanitizer(tmp_path: Path) -> None:
+    """Its parent took the settings; the program (or pytest, at its end) removed the
+    directory since: the child says so in a line and does its work."""
+    (tmp_path / "moving.py").write_text(MOVING)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = {"MPSANITIZE": "1", "MPSANITIZE_OPTIONS": f"log_path={logs / 'mps'}"}
+    result = python(["moving.py", str(tmp_path), str(logs)], tmp_path, env)
+    assert result.stdout.splitlines() == [
+        "spawn child ran",
+        "spawn 0",
+        "forkserver child ran",
+        "forkserver 0",
+    ], result.stderr
+    gone = (
+        f"mpsanitizer: error: MPSANITIZE_OPTIONS: log_path {str(logs / 'mps')!r}: "
+        f"{str(logs)!r} is not a writable directory; this process runs without mpsanitizer"
+    )
+    # the spawn child and the fork server, once each (site runs a venv's .pth line twice
+    # where lib64 links to lib)
+    assert result.stderr.splitlines() == [gone, gone], result.stderr
 
 
 def test_a_log_path_in_no_writable_directory_is_refused(tmp_path: Path) -> None:
