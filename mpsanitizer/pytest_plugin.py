@@ -248,11 +248,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         warnings.warn(f"mpsanitizer: could not read findings ({exc})", RuntimeWarning, stacklevel=1)
         return
     raised = _reemit_child_warnings(records, item.config.pluginmanager.has_plugin("warnings"))
-    from .findings import Finding
-    from .report import format_report
-
-    errors = [format_report([Finding.from_dict(r)]) + _where(r) for r in _errors(records)]
-    errors += raised
+    errors = _reports(records) + raised
     if not errors:
         return
     if report.outcome == "failed":  # already failing, often from this very finding: once
@@ -263,6 +259,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
         return
     report.outcome = "failed"
     report.longrepr = FindingsFailure(errors)  # type: ignore[assignment]
+    if hasattr(report, "wasxfail"):  # a finding is not the failure it expects (junitxml)
+        del report.wasxfail
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator:
+    """A finding while a module is imported (a test module's top level starting a child)
+    makes its collection an error, as an exception there would."""
+    outcome = yield
+    session = collector.config.stash.get(_KEY, None)
+    if session is None:
+        return
+    report = outcome.get_result()
+    try:
+        records = session.new_records()
+    except Exception as exc:
+        warnings.warn(f"mpsanitizer: could not read findings ({exc})", RuntimeWarning, stacklevel=1)
+        return
+    errors = _reports(records)
+    if errors and report.outcome != "failed":
+        report.outcome = "failed"
+        report.longrepr = FindingsFailure(errors, "while collecting")  # type: ignore[assignment]
 
 
 class FindingsFailure:
@@ -270,9 +288,9 @@ class FindingsFailure:
     headline that pytest's short summary shows alone, on CI too (for a plain string it
     shows nothing before pytest 9, and every line of it on CI)."""
 
-    def __init__(self, reports: List[str]) -> None:
+    def __init__(self, reports: List[str], when: str = "during this test") -> None:
         first = _summary_line(reports[0]).replace("SUMMARY: mpsanitizer: ", "")
-        headline = f"mpsanitizer: {len(reports)} finding(s) during this test"
+        headline = f"mpsanitizer: {len(reports)} finding(s) {when}"
         if first != reports[0]:
             headline += f": {first}"
         self.reprcrash = _Crash(headline)
@@ -314,8 +332,13 @@ def _headline_only(report: pytest.TestReport, call: pytest.CallInfo) -> None:
             crash.message = message.splitlines()[0]
 
 
-def _errors(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    return [r for r in records if r.get("severity") == "error"]
+def _reports(records: List[Dict[str, Any]]) -> List[str]:
+    """The report of each error-class finding among ``records``."""
+    from .findings import Finding
+    from .report import format_report
+
+    errors = [r for r in records if r.get("severity") == "error"]
+    return [format_report([Finding.from_dict(r)]) + _where(r) for r in errors]
 
 
 def _summary_line(text: str) -> str:

@@ -347,6 +347,60 @@ def test_a_swallowed_finding_fails_its_test_under_a_one_line_headline(
     assert not after or after[0].startswith("="), text  # nothing more of it under the line
 
 
+AT_IMPORT = """
+import multiprocessing
+from helpers import touch
+
+lock = multiprocessing.get_context("fork").Lock()
+try:  # the module's top level, run while pytest collects it
+    multiprocessing.get_context("spawn").Process(target=touch, args=(lock,)).start()
+except RuntimeError:
+    pass
+
+def test_here():
+    pass
+"""
+
+
+def test_a_finding_while_a_module_is_collected_is_its_collection_error(suite) -> None:
+    suite.makepyfile(test_at_import=AT_IMPORT)
+    result = suite.runpytest_subprocess("--mpsanitize", "test_at_import.py")
+    result.assert_outcomes(errors=1)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    text = result.stdout.str()
+    assert "ERROR collecting test_at_import.py" in text
+    assert "mpsanitizer: 1 finding(s) while collecting: context-mismatch" in text
+    assert "SUMMARY: mpsanitizer: context-mismatch test_at_import.py:4 -> test_at_import.py:6" in (
+        text
+    )
+    native = suite.runpytest_subprocess("test_at_import.py")
+    native.assert_outcomes(passed=1)
+
+
+XPASSING = """
+import multiprocessing
+import pytest
+from helpers import touch
+
+@pytest.mark.xfail(reason="known")
+def test_swallows():
+    lock = multiprocessing.get_context("fork").Lock()
+    try:
+        multiprocessing.get_context("spawn").Process(target=touch, args=(lock,)).start()
+    except RuntimeError:
+        pass
+"""
+
+
+def test_an_xfail_test_failed_by_a_finding_is_a_failure_for_junitxml(suite) -> None:
+    suite.makepyfile(test_xfail=XPASSING)
+    result = suite.runpytest_subprocess("--mpsanitize", "--junitxml=out.xml", "test_xfail.py")
+    result.assert_outcomes(failed=1)
+    xml = (suite.path / "out.xml").read_text()
+    assert 'failures="1"' in xml and 'skipped="0"' in xml, xml
+    assert "<skipped" not in xml, xml
+
+
 DRIVER = """
 import os, subprocess, sys
 import pytest, mpsanitizer
