@@ -1,4 +1,4 @@
-"""Build hook: compile the optional C capture (``mpsanitizer/_capture.c``) into the wheel.
+"""Build hook: compile the optional C extension (``mpsanitizer/_native.c``) into the wheel.
 
 It takes a creation record's stack in 0.2 µs instead of 0.7 to 0.9 µs (see
 docs/performance.md). With no C compiler, or any failure, the wheel is pure Python and
@@ -17,7 +17,7 @@ from typing import Any, Dict
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = os.path.join("mpsanitizer", "_capture.c")
+SOURCE = os.path.join("mpsanitizer", "_native.c")
 
 
 class CaptureExtension(BuildHookInterface):
@@ -28,7 +28,7 @@ class CaptureExtension(BuildHookInterface):
             return
         if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
             return  # the C API it uses is CPython's, and a free-threaded build would take the GIL
-        name = "_capture" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+        name = "_native" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
         if version == "editable":  # the package is imported from the source tree
             target = os.path.join(self.root, "mpsanitizer", name)
         else:
@@ -56,9 +56,9 @@ def _compile(source: str, target: str) -> bool:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.SubprocessError) as exc:
-        print(f"mpsanitizer: C capture not built ({exc}): pure Python", file=sys.stderr)
+        print(f"mpsanitizer: C extension not built ({exc}): pure Python", file=sys.stderr)
         return False
     if done.returncode:
-        print(f"mpsanitizer: C capture not built: pure Python\n{done.stderr}", file=sys.stderr)
+        print(f"mpsanitizer: C extension not built: pure Python\n{done.stderr}", file=sys.stderr)
         return False
     return True

@@ -1,4 +1,4 @@
-"""The optional C extension (``mpsanitizer/_capture.c``), or None.
+"""The optional C extension (``mpsanitizer/_native.c``), or None.
 
 ``hatch_build.py`` compiles it where there is a C compiler; without it, or with
 ``MPSANITIZE_PURE_PYTHON`` set (tests, comparisons), the same work is done in Python.
@@ -23,9 +23,9 @@ def get() -> Optional[Any]:
         _module = False
         if not os.environ.get(PURE_PYTHON):
             try:
-                from . import _capture  # type: ignore[attr-defined]
+                from . import _native  # type: ignore[attr-defined]
 
-                _module = _capture
+                _module = _native
             except Exception:  # not built, or not for this interpreter
                 pass
     return _module or None

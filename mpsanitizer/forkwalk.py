@@ -10,14 +10,20 @@ closely only the first time it is met (:func:`_learn`).
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any, Callable, Dict, List, Optional
 
-from . import flavours, kinds, walk
+from . import extension, flavours, kinds, walk
 
 # What the walk does with an object, by its class; and what marks BaseProcess's own names.
 SKIP, SEQUENCE, MAPPING, TRACKED, PLAIN, FUNCTION, CLOSED, OTHER = range(8)
 PROCESS, STANDARD = 8, 9  # a plain process class; BaseProcess's own attribute names
+# Walked as OTHER (walk.parts) here, and by the C walk without inspection: a bound method
+# (its __self__), a built-in function (nothing), a functools.partial (its three fields).
+METHOD, BUILTIN, PARTIAL = 10, 11, 12
+_FORK_ONLY = {types.MethodType: METHOD, types.BuiltinFunctionType: BUILTIN}
+_FORK_ONLY[functools.partial] = PARTIAL
 
 Table = Dict[Any, int]  # class -> what to do; attribute name -> STANDARD
 
@@ -56,6 +62,8 @@ def _learn(obj: Any, table: Table) -> int:
         kind = PLAIN
     elif cls is types.FunctionType:  # what a forked child can reach through it
         kind = CLOSED if table is PICKLED_BY_NAME else FUNCTION
+    elif table is IN_FORK and cls in _FORK_ONLY:
+        kind = _FORK_ONLY[cls]
     else:
         kind = OTHER
     if len(table) < 10_000:
@@ -130,27 +138,26 @@ OnFound = Callable[[Any, Any, List[Any]], Optional[BaseException]]
 def fork_check(on_found: OnFound) -> Callable[[Any, Any], Optional[BaseException]]:
     """``check(popen, process)`` for fork's ``Popen._launch`` hook: the walk, then
     ``on_found(popen, process, tracked)``, which returns the error to raise, only when it
-    finds something. One call, one loop: each function called is pages written."""
+    finds something. One call, one loop: each function called is pages written. The loop
+    is the C extension's where it is built (``fork_walk`` in ``mpsanitizer/_native.c``,
+    which holds no reference and so writes no page of the objects it reads), and
+    :func:`tracked` for what it leaves to Python."""
+
+    native = extension.get()
+    walk_in_c = native.fork_walk if native is not None else None  # writes no object
 
     def check(popen: Any, proc: Any) -> Optional[BaseException]:
         try:
             if getattr(popen, "method", "fork") != "fork":  # spawn's Popen subclasses fork's
                 return None
-            table = IN_FORK
-            cls = type(proc)
-            if table.get(cls) == PROCESS:  # what the child receives, read as object reads it
-                attrs = proc.__dict__
-                roots = [attrs.get("_args"), attrs.get("_kwargs"), attrs.get("_target")]
-                for name in attrs:
-                    if table.get(name) != STANDARD:  # an attribute of a Process subclass
-                        roots.append(attrs[name])
-            else:
-                if not is_process(proc):
+            found = None  # None from C: something only the Python walk can judge
+            if walk_in_c is not None:
+                found = walk_in_c(proc, FORK_BUDGET, FORK_PER_CONTAINER, IN_FORK)
+            if found is None:
+                roots = _roots(proc, IN_FORK)
+                if roots is None:
                     return None
-                roots = walk.child_objects(proc)
-                if walk.is_plain(cls):  # no slots, no __dict__ or __getattribute__ of its own
-                    table[cls] = PROCESS
-            found = tracked(roots, FORK_BUDGET, FORK_PER_CONTAINER, table)
+                found = tracked(roots, FORK_BUDGET, FORK_PER_CONTAINER, IN_FORK)
         except Exception as exc:
             from .faults import report_fault
 
@@ -159,6 +166,24 @@ def fork_check(on_found: OnFound) -> Callable[[Any, Any], Optional[BaseException
         return on_found(popen, proc, found) if found else None
 
     return check
+
+
+def _roots(proc: Any, table: Table) -> Optional[List[Any]]:
+    """What a fork child receives of ``proc``, read as ``object`` reads it; None for what
+    is not a process object."""
+    cls = type(proc)
+    if table.get(cls) == PROCESS:
+        attrs = proc.__dict__
+        roots = [attrs.get("_args"), attrs.get("_kwargs"), attrs.get("_target")]
+        for name in attrs:
+            if table.get(name) != STANDARD:  # an attribute of a Process subclass
+                roots.append(attrs[name])
+        return roots
+    if not is_process(proc):
+        return None
+    if walk.is_plain(cls):  # no slots, no __dict__ or __getattribute__ of its own
+        table[cls] = PROCESS
+    return walk.child_objects(proc)
 
 
 _BaseProcess = walk.process.BaseProcess

@@ -1,7 +1,9 @@
-"""The optional C capture of creation records (mpsanitizer/_capture.c) against the Python one."""
+"""The optional C extension (mpsanitizer/_native.c) against the Python it stands in for."""
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
 import re
 import shlex
@@ -10,13 +12,15 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import types
+import weakref
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
 
 import mpsanitizer
-from mpsanitizer import extension, origins, stacks
+from mpsanitizer import extension, forkwalk, origins, stacks
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILER = shlex.split(sysconfig.get_config_var("LDSHARED") or "cc")[0]
@@ -131,3 +135,112 @@ def test_a_report_is_the_same_with_the_python_capture() -> None:
     pure = report(**{extension.PURE_PYTHON: "1"})
     assert "created at" in pure and "line 12, in main" in pure
     assert report() == pure
+
+
+# The fork walk in C (fork_walk) against forkwalk's Python walk, on the same process objects.
+
+FORK = multiprocessing.get_context("fork")
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class Plain:
+    def __init__(self, **attrs: Any) -> None:
+        self.__dict__.update(attrs)
+
+
+class WithAttributes(FORK.Process):  # type: ignore[misc,name-defined]
+    def __init__(self, *args: Any, extra: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra = extra
+
+
+def shapes() -> List[Tuple[Any, Optional[bool]]]:
+    """Process objects whose arguments hold primitives at many places, with cycles,
+    sharing, closures, defaults and the walk's limits (48 objects, 16 per container)."""
+    lock, queue, event = SPAWN.Lock(), FORK.Queue(), SPAWN.Event()
+    cycle: List[Any] = [lock]
+    cycle.append(cycle)
+
+    def closure() -> Any:
+        return event
+
+    def defaults(a: Any = (queue,), *, b: Any = {"k": lock}) -> None:  # noqa: B006
+        pass
+
+    deep: Any = lock
+    for _ in range(60):
+        deep = [deep]
+    wide = [Plain(n=i) for i in range(20)] + [lock]
+    made = [
+        FORK.Process(target=print, args=(1, "x", {"a": 2})),
+        FORK.Process(target=print, args=(lock,)),
+        FORK.Process(target=print, args=(1, [2, (3, {"q": queue})]), kwargs={"e": event}),
+        FORK.Process(target=print, args=(Plain(a=Plain(b=[lock, event])),)),
+        FORK.Process(target=print, args=(cycle, cycle)),
+        FORK.Process(target=closure),
+        FORK.Process(target=defaults),
+        FORK.Process(target=print, args=(deep,)),
+        FORK.Process(target=print, args=(wide,)),
+        FORK.Process(target=print, args=([lock] * 5, {i: i for i in range(10)}, queue)),
+        FORK.Process(target=print, args=(b"x", 2.5, None, True)),
+        WithAttributes(target=print, extra=[queue, Plain(lock=lock)]),
+        FORK.Process(target=Plain(q=queue).__init__, args=(functools.partial(print, lock),)),
+    ]
+    either = [  # plain (its __dict__) on 3.13, inspected before
+        FORK.Process(target=print, args=(types.SimpleNamespace(lock=lock),)),
+    ]
+    inspected = [  # what only the Python walk looks into
+        FORK.Process(target=print, args=({i: lock for i in range(20)},)),  # a dict over 16
+        FORK.Process(target=print, args=(weakref.ref(Plain), Plain)),
+        FORK.Process(target=print, args=(frozenset([lock]),)),
+    ]
+    return [(p, True) for p in made] + [(p, None) for p in either] + [(p, False) for p in inspected]
+
+
+def python_walk(proc: Any) -> Optional[List[Any]]:
+    roots = forkwalk._roots(proc, forkwalk.IN_FORK)
+    if roots is None:
+        return None
+    limits = (forkwalk.FORK_BUDGET, forkwalk.FORK_PER_CONTAINER)
+    return forkwalk.tracked(roots, *limits, forkwalk.IN_FORK)
+
+
+def c_walk(proc: Any) -> Optional[Any]:
+    native = extension.get()
+    if native is None:
+        pytest.skip("the C extension is not built in this environment")
+    limits = (forkwalk.FORK_BUDGET, forkwalk.FORK_PER_CONTAINER)
+    return native.fork_walk(proc, *limits, forkwalk.IN_FORK)
+
+
+def test_the_c_fork_walk_finds_what_the_python_walk_finds() -> None:
+    mpsanitizer.enable()
+    try:
+        made = shapes()
+        for proc, _ in made:
+            python_walk(proc)  # which learns the classes met
+        for proc, in_c in made:
+            expected = python_walk(proc)
+            found = c_walk(proc)
+            assert in_c is None or (found is not None) == in_c, proc._args
+            if found is not None:
+                assert [id(obj) for obj in found] == [id(obj) for obj in expected], proc._args
+        assert sum(bool(python_walk(proc)) for proc, _ in made) >= 12  # most hold primitives
+    finally:
+        mpsanitizer.disable()
+
+
+def test_the_c_fork_walk_leaves_to_python_what_it_cannot_judge() -> None:
+    mpsanitizer.enable()
+    try:
+        fresh = type("Fresh", (), {})()  # a class the table has not learned yet
+        proc = FORK.Process(target=print, args=(fresh,))
+        python_walk(FORK.Process(target=print))  # the Process class itself is learned
+        assert c_walk(proc) is None
+        python_walk(proc)  # learns Fresh
+        assert list(c_walk(proc)) == []
+        big = FORK.Process(target=print, args=({i: i for i in range(20)},))
+        assert c_walk(big) is None  # a dict over 16 items is cut by inspection
+        assert c_walk(object()) is None  # not a process object
+    finally:
+        mpsanitizer.disable()
