@@ -259,7 +259,6 @@ enum {
 
 static PyObject *todo[TODO_SIZE];
 static PyObject *seen[SEEN_SIZE];
-static PyObject *dict_name;
 static PyObject *root_names[3];    /* _args, _kwargs, _target */
 static PyObject *partial_names[3]; /* func, args, keywords */
 
@@ -299,24 +298,22 @@ kind_of(PyObject *table, PyObject *obj)
     return PyLong_AsLong(kind);
 }
 
-/* A plain object's __dict__, or NULL (no error set) where only Python can tell. It holds
- * borrowed references only while no Python code can run: before 3.11 the dict is read
- * where it lies (no write, no allocation; none yet: NULL), from 3.11 as `obj.__dict__`
- * reads it (which may make it, an allocation), with the collector, which could run
- * finalizers, off for the walk. */
-#if PY_VERSION_HEX >= 0x030B0000
-#define instance_dict(obj) PyObject_GetAttr((obj), dict_name)
-#define DICT_DONE(attrs) Py_DECREF(attrs)
-#define GC_DISABLE() int gc_was_on = PyGC_Disable()
-#define GC_ENABLE() (gc_was_on ? (void)PyGC_Enable() : (void)0)
-#else
+/* A plain object's __dict__ (borrowed), or NULL (no error set) where only Python can
+ * tell. Read where it lies: no reference taken, so nothing written, except where 3.11+
+ * keeps the attributes inline and makes the dict at this first look, as `obj.__dict__`
+ * would (an allocation: the collector, which could run finalizers, is off meanwhile). */
 static PyObject *
 instance_dict(PyObject *obj)
 {
     PyObject **slot = _PyObject_GetDictPtr(obj);
+    if (slot == NULL)
+        PyErr_Clear();
     return slot != NULL ? *slot : NULL;
 }
-#define DICT_DONE(attrs) ((void)0)
+#if PY_VERSION_HEX >= 0x030B0000
+#define GC_DISABLE() int gc_was_on = PyGC_Disable()
+#define GC_ENABLE() (gc_was_on ? (void)PyGC_Enable() : (void)0)
+#else
 #define GC_DISABLE() ((void)0)
 #define GC_ENABLE() ((void)0)
 #endif
@@ -353,35 +350,23 @@ push_roots(Py_ssize_t *count, PyObject *attrs, PyObject *table)
     return 0;
 }
 
+/* The walk: the tracked objects found (a new list, or the empty tuple), or None (a new
+ * reference too) where Python must walk, or NULL with an error set. */
 static PyObject *
-fork_walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+walk_process(PyObject *proc, Py_ssize_t budget, Py_ssize_t per, PyObject *table)
 {
-    PyObject *proc, *table, *obj, *attrs, *key, *value, *part, *result;
+    PyObject *obj, *attrs, *key, *value, *part, *result;
     PyObject *found[FOUND_SIZE];
-    Py_ssize_t budget, per, count = 0, i = 0, n_seen = 0, n_found = 0, j, n, pos;
+    Py_ssize_t count = 0, i = 0, n_seen = 0, n_found = 0, j, n, pos;
     long kind;
     int failed;
-    if (nargs != 4 || !PyDict_CheckExact(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "fork_walk(process, budget, per_container, table)");
-        return NULL;
-    }
-    proc = args[0];
-    table = args[3];
-    budget = PyLong_AsSsize_t(args[1]);
-    per = PyLong_AsSsize_t(args[2]);
-    if ((budget == -1 || per == -1) && PyErr_Occurred())
-        return NULL;
     if (budget >= SEEN_SIZE || kind_of(table, proc) != PROCESS)
         Py_RETURN_NONE; /* not a process class already judged plain */
     GC_DISABLE();
     attrs = instance_dict(proc);
-    if (attrs == NULL) {
-        if (PyErr_Occurred())
-            goto fail;
+    if (attrs == NULL)
         goto python;
-    }
     failed = !PyDict_CheckExact(attrs) || push_roots(&count, attrs, table) < 0;
-    DICT_DONE(attrs); /* the process object holds it, and what it holds */
     if (failed)
         goto python;
     while (i < count) {
@@ -423,15 +408,11 @@ fork_walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         case PLAIN:
             attrs = instance_dict(obj);
-            if (attrs == NULL) {
-                if (PyErr_Occurred())
-                    goto fail;
+            if (attrs == NULL)
                 goto python;
-            }
             failed = !PyDict_CheckExact(attrs) || PyDict_GET_SIZE(attrs) > per;
             for (pos = 0; !failed && PyDict_Next(attrs, &pos, &key, &value);)
                 failed = push(&count, value) < 0;
-            DICT_DONE(attrs); /* the object holds it: what was pushed stays alive */
             if (failed)
                 goto python;
             break;
@@ -493,9 +474,165 @@ fail:
     return NULL;
 }
 
+static int
+sizes(PyObject *budget_arg, PyObject *per_arg, Py_ssize_t *budget, Py_ssize_t *per)
+{
+    *budget = PyLong_AsSsize_t(budget_arg);
+    *per = PyLong_AsSsize_t(per_arg);
+    return (*budget == -1 || *per == -1) && PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *
+fork_walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t budget, per;
+    if (nargs != 4 || !PyDict_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "fork_walk(process, budget, per_container, table)");
+        return NULL;
+    }
+    if (sizes(args[1], args[2], &budget, &per) < 0)
+        return NULL;
+    return walk_process(args[0], budget, per, args[3]);
+}
+
+/* ForkCheck(table, budget, per_container, python_check, on_found).check(popen, process):
+ * mpsanitizer.forkwalk's check of a fork start, for the `_launch` hook to call: the popen's
+ * start method and the walk in C, `on_found(popen, process, found)` when it finds
+ * something, and `python_check(popen, process)` for all that it leaves to Python (or an
+ * error of its own: the Python check fails open). The start method is read from the
+ * popen's class (a `method` attribute set on the instance before `_launch` runs, which
+ * `Popen.__init__` calls first, is not seen). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *table;
+    Py_ssize_t budget;
+    Py_ssize_t per;
+    PyObject *python_check;
+    PyObject *on_found;
+} ForkCheck;
+
+static PyObject *method_name;
+
+/* 1: a fork popen, 0: another start method's, -1: Python's to tell. */
+static int
+forks(PyObject *popen)
+{
+    PyTypeObject *cls = Py_TYPE(popen);
+    PyObject *method;
+    if (cls->tp_getattro != PyObject_GenericGetAttr)
+        return -1;
+    method = _PyType_Lookup(cls, method_name); /* borrowed, and no code runs */
+    if (method == NULL)
+        return PyErr_Occurred() ? (PyErr_Clear(), -1) : 1; /* getattr's default: "fork" */
+    if (!PyUnicode_CheckExact(method))
+        return -1;
+    return PyUnicode_CompareWithASCIIString(method, "fork") == 0;
+}
+
+static PyObject *
+fork_check(ForkCheck *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *found, *call[3];
+    int fork;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "check(popen, process)");
+        return NULL;
+    }
+    fork = forks(args[0]);
+    if (fork == 0)
+        Py_RETURN_NONE;
+    found = fork < 0 ? NULL : walk_process(args[1], self->budget, self->per, self->table);
+    if (found == NULL)
+        PyErr_Clear(); /* the Python check says what went wrong, or does it right */
+    if (found == NULL || found == Py_None) {
+        Py_XDECREF(found);
+        return PyObject_Vectorcall(self->python_check, args, 2, NULL);
+    }
+    if (PyTuple_CheckExact(found)) { /* the empty tuple: nothing found */
+        Py_DECREF(found);
+        Py_RETURN_NONE;
+    }
+    call[0] = args[0];
+    call[1] = args[1];
+    call[2] = found;
+    PyObject *error = PyObject_Vectorcall(self->on_found, call, 3, NULL);
+    Py_DECREF(found);
+    return error;
+}
+
+static PyObject *
+forkcheck_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"table", "budget", "per_container", "python_check", "on_found",
+                             NULL};
+    PyObject *table, *budget, *per, *python_check, *on_found;
+    ForkCheck *self;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOOO", kwlist, &PyDict_Type, &table,
+                                     &budget, &per, &python_check, &on_found))
+        return NULL;
+    self = (ForkCheck *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (sizes(budget, per, &self->budget, &self->per) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_INCREF(table);
+    self->table = table;
+    Py_INCREF(python_check);
+    self->python_check = python_check;
+    Py_INCREF(on_found);
+    self->on_found = on_found;
+    return (PyObject *)self;
+}
+
+static int
+forkcheck_traverse(ForkCheck *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->table);
+    Py_VISIT(self->python_check);
+    Py_VISIT(self->on_found);
+    return 0;
+}
+
+static int
+forkcheck_clear(ForkCheck *self)
+{
+    Py_CLEAR(self->table);
+    Py_CLEAR(self->python_check);
+    Py_CLEAR(self->on_found);
+    return 0;
+}
+
+static void
+forkcheck_dealloc(ForkCheck *self)
+{
+    PyObject_GC_UnTrack(self);
+    forkcheck_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef forkcheck_methods[] = {
+    {"check", (PyCFunction)(void (*)(void))fork_check, METH_FASTCALL,
+     "check(popen, process): the error to raise for this fork start, or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ForkCheckType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mpsanitizer._native.ForkCheck",
+    .tp_basicsize = sizeof(ForkCheck),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "ForkCheck(table, budget, per_container, python_check, on_found)",
+    .tp_new = forkcheck_new,
+    .tp_traverse = (traverseproc)forkcheck_traverse,
+    .tp_clear = (inquiry)forkcheck_clear,
+    .tp_dealloc = (destructor)forkcheck_dealloc,
+    .tp_methods = forkcheck_methods,
+};
+
 static PyMethodDef native_functions[] = {
     {"fork_walk", (PyCFunction)(void (*)(void))fork_walk, METH_FASTCALL,
-     "fork_walk(roots, budget, per_container, table): the tracked objects, or None."},
+     "fork_walk(process, budget, per_container, table): the tracked objects, or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -511,7 +648,6 @@ PyInit__native(void)
     int i;
     pid_name = PyUnicode_InternFromString("pid");
     name_key = PyUnicode_InternFromString("__name__");
-    dict_name = PyUnicode_InternFromString("__dict__");
     root_names[0] = PyUnicode_InternFromString("_args");
     root_names[1] = PyUnicode_InternFromString("_kwargs");
     root_names[2] = PyUnicode_InternFromString("_target");
@@ -521,13 +657,20 @@ PyInit__native(void)
     for (i = 0; i < 3; i++)
         if (root_names[i] == NULL || partial_names[i] == NULL)
             return NULL;
-    if (dict_name == NULL)
+    method_name = PyUnicode_InternFromString("method");
+    if (method_name == NULL || PyType_Ready(&ForkCheckType) < 0)
         return NULL;
     if (pid_name == NULL || name_key == NULL || PyType_Ready(&CapturerType) < 0)
         return NULL;
     module = PyModule_Create(&native_module);
     if (module == NULL)
         return NULL;
+    Py_INCREF(&ForkCheckType);
+    if (PyModule_AddObject(module, "ForkCheck", (PyObject *)&ForkCheckType) < 0) {
+        Py_DECREF(&ForkCheckType);
+        Py_DECREF(module);
+        return NULL;
+    }
     Py_INCREF(&CapturerType);
     if (PyModule_AddObject(module, "Capturer", (PyObject *)&CapturerType) < 0) {
         Py_DECREF(&CapturerType);

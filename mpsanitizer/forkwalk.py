@@ -138,26 +138,21 @@ OnFound = Callable[[Any, Any, List[Any]], Optional[BaseException]]
 def fork_check(on_found: OnFound) -> Callable[[Any, Any], Optional[BaseException]]:
     """``check(popen, process)`` for fork's ``Popen._launch`` hook: the walk, then
     ``on_found(popen, process, tracked)``, which returns the error to raise, only when it
-    finds something. One call, one loop: each function called is pages written. The loop
-    is the C extension's where it is built (``fork_walk`` in ``mpsanitizer/_native.c``,
-    which holds no reference and so writes no page of the objects it reads), and
-    :func:`tracked` for what it leaves to Python."""
+    finds something. One call, one loop: each function called is pages written.
 
-    native = extension.get()
-    walk_in_c = native.fork_walk if native is not None else None  # writes no object
+    Where the C extension is built, the check is its ``ForkCheck`` (in
+    ``mpsanitizer/_native.c``): the same walk holding no reference, so it writes no page
+    of the objects it reads, which hands to this module's check whatever only Python can
+    judge (a class met for the first time, an object walked by inspection)."""
 
     def check(popen: Any, proc: Any) -> Optional[BaseException]:
         try:
             if getattr(popen, "method", "fork") != "fork":  # spawn's Popen subclasses fork's
                 return None
-            found = None  # None from C: something only the Python walk can judge
-            if walk_in_c is not None:
-                found = walk_in_c(proc, FORK_BUDGET, FORK_PER_CONTAINER, IN_FORK)
-            if found is None:
-                roots = _roots(proc, IN_FORK)
-                if roots is None:
-                    return None
-                found = tracked(roots, FORK_BUDGET, FORK_PER_CONTAINER, IN_FORK)
+            roots = _roots(proc, IN_FORK)
+            if roots is None:
+                return None
+            found = tracked(roots, FORK_BUDGET, FORK_PER_CONTAINER, IN_FORK)
         except Exception as exc:
             from .faults import report_fault
 
@@ -165,7 +160,14 @@ def fork_check(on_found: OnFound) -> Callable[[Any, Any], Optional[BaseException
             return None
         return on_found(popen, proc, found) if found else None
 
-    return check
+    native = extension.get()
+    if native is None:
+        return check
+    try:
+        made = native.ForkCheck(IN_FORK, FORK_BUDGET, FORK_PER_CONTAINER, check, on_found)
+    except Exception:  # a build of another version of the C file
+        return check
+    return made.check  # type: ignore[no-any-return]
 
 
 def _roots(proc: Any, table: Table) -> Optional[List[Any]]:

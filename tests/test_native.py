@@ -244,3 +244,47 @@ def test_the_c_fork_walk_leaves_to_python_what_it_cannot_judge() -> None:
         assert c_walk(object()) is None  # not a process object
     finally:
         mpsanitizer.disable()
+
+
+class ForkPopen:
+    method = "fork"
+
+
+class SpawnPopen(ForkPopen):
+    method = "spawn"
+
+
+class PropertyPopen(ForkPopen):
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        return "fork"
+
+
+def test_the_c_fork_check_asks_the_popen_class_and_hands_over_what_it_finds() -> None:
+    if extension.get() is None:
+        pytest.skip("the C extension is not built in this environment")
+    mpsanitizer.enable()
+    try:
+        calls: List[Tuple[Any, Any, list]] = []
+        error = RuntimeError("reported")
+
+        def on_found(popen: Any, proc: Any, found: list) -> BaseException:
+            calls.append((popen, proc, list(found)))
+            return error
+
+        check = forkwalk.fork_check(on_found)
+        assert type(check).__name__ == "builtin_function_or_method"  # the C one
+        lock = SPAWN.Lock()
+        proc = FORK.Process(target=print, args=(1, lock))
+        for popen in (ForkPopen(), PropertyPopen()):  # the property: the Python check
+            assert check(popen, proc) is error
+            assert calls.pop() == (popen, proc, [lock])
+        assert check(SpawnPopen(), proc) is None and not calls  # not a fork start
+        assert check(ForkPopen(), FORK.Process(target=print, args=(1,))) is None
+        fresh = type("Fresh", (), {})()  # unknown to the table: the Python walk
+        fresh.lock = lock
+        assert check(ForkPopen(), FORK.Process(target=print, args=(fresh,))) is error
+        assert calls.pop()[2] == [lock]
+        assert check(ForkPopen(), object()) is None  # not a process object
+    finally:
+        mpsanitizer.disable()
