@@ -1,13 +1,15 @@
-/* The creation record's stack capture, in C: what mpsanitizer.stacks.capturer
- * generates in Python, without a Python frame and with no frame object of its own.
+/* mpsanitizer's two hot paths in C, each standing in for Python code that does the same
+ * (mpsanitizer works the same without this module: mpsanitizer/extension.py):
  *
- * capture(skip, method) returns [method, tracker.pid, serial, code, lasti, ...]: up to
- * `depth` frames, innermost first, from the first frame at or above the one `skip`
- * calls up from the caller whose module (its globals' __name__) is not internal. The
- * judgement is the Python side's: a dict of module name -> bool, and a function that
- * decides (and remembers) a name the dict does not know yet.
+ * Capturer.capture(skip, method), the creation record's stack: what
+ * mpsanitizer.stacks.capturer generates in Python, without a Python frame and with no frame
+ * object of its own. It returns [method, tracker.pid, serial, code, lasti, ...]: up to
+ * `depth` frames, innermost first, from the first frame at or above the one `skip` calls up
+ * from the caller whose module (its globals' __name__) is not internal. The judgement is the
+ * Python side's: a dict of module name -> bool, and a function that decides (and
+ * remembers) a name the dict does not know yet.
  *
- * Optional: mpsanitizer works the same without it (mpsanitizer/stacks.py).
+ * ForkCheck.check(popen, process), the check of a fork start (mpsanitizer.forkwalk), below.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
