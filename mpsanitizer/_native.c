@@ -242,15 +242,14 @@ static PyTypeObject CapturerType = {
     .tp_methods = capturer_methods,
 };
 
-/* fork_walk(process, budget, per_container, table): the check of mpsanitizer.forkwalk
- * for a fork start of a process object of a plain Process class (the table says PROCESS
- * for its class), and its walk (forkwalk.tracked), without writing to the objects it
- * reads: after a fork each page written is copied (a page fault, about a microsecond),
- * and Python code writes the reference count of everything it touches. It holds
- * borrowed references only, which is safe because no Python code runs meanwhile: it
- * returns None, for the Python walk to do the work, wherever it would have to (a class
- * not in the table yet, one walked by inspection, a metaclass of its own, more objects
- * than its arrays hold). Else the list of the tracked objects found. */
+/* The walk of a fork start: mpsanitizer.forkwalk's roots and loop (tracked) for a process
+ * object of a Process class the table says PROCESS for, without writing to the objects it
+ * reads: after a fork each page written is copied (a page fault, about a microsecond), and
+ * Python code writes the reference count of everything it touches. It holds borrowed
+ * references only, which is safe because no Python code runs meanwhile: it gives None,
+ * for the Python walk to do the work, wherever that would be needed (a class not in the
+ * table yet, one walked by inspection, a metaclass of its own, more objects than its
+ * arrays hold). fork_walk(process, budget, per_container, table) exposes it to the tests. */
 #define TODO_SIZE 4096
 #define SEEN_SIZE 256
 #define FOUND_SIZE 64
